@@ -1,0 +1,40 @@
+# clarep-book: `make help` lists the targets.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PROFILE ?= full
+
+.DEFAULT_GOAL := help
+.PHONY: help env test unit notebooks book lint clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+env: $(STAMP) ## Create .venv and install the pinned environment (once; again when pyproject.toml changes)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+lint: env ## ruff on the library and the tests
+	$(PY) -m ruff check paperlib tests
+
+unit: env ## Unit tests only (fast)
+	$(PY) -m pytest -m "not slow and not notebook"
+
+test: env lint ## Unit tests, every notebook in the smoke profile (papermill), strict book build
+	$(PY) -m pytest -m "not slow"
+	$(PY) -m paperlib.book build --profile smoke --strict
+
+notebooks: env ## Execute the notebooks with papermill (PROFILE=full|smoke)
+	$(PY) -m paperlib.book execute --profile $(PROFILE)
+
+book: env ## Execute the notebooks (full profile) and build the HTML book into _build/html
+	$(PY) -m paperlib.book execute --profile $(PROFILE)
+	$(PY) -m paperlib.book build --profile $(PROFILE) --strict
+
+clean: ## Remove built books and scratch caches (keeps .venv and committed artifacts)
+	rm -rf _build _cache

@@ -1,0 +1,15 @@
+"""paperlib: the helper library of clarep-book.
+
+A reproduction of "Canonical Latent Representations in Conditional Diffusion Models"
+(Xu et al., arXiv 2506.09955). One module per concept of the paper:
+
+- :mod:`paperlib.diffusion`: noise schedule, DDIM sampling / inversion / decoding, CFG.
+- :mod:`paperlib.clarid`: extraneous directions, EVR, elbow, projection, CLARID.
+- :mod:`paperlib.toy`: the 2-D hierarchical toy process and its MLP denoiser.
+- :mod:`paperlib.data`: datasets (embedded shapes, CIFAR-10).
+- :mod:`paperlib.cache`: artifacts keyed by their config, with manifests.
+- :mod:`paperlib.plotting`: the book's figures.
+- :mod:`paperlib.setup`: seeding, device and versions for notebooks.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,167 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from paperlib.clarid import (
+    clarid,
+    elbow_index,
+    explained_variance_ratio,
+    extraneous_directions,
+    jacobian,
+    project_out,
+)
+from paperlib.toy import toy_alpha_bar
+
+
+def nonlinear_map(n: int = 24, m: int = 40, seed: int = 0):
+    """f(x) = tanh(A x + b) with a decaying spectrum of A (a gap between the top singular values)."""
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(m, n, generator=g, dtype=torch.float64)).Q
+    Vt = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q.T
+    A = U @ torch.diag(2.0 * 0.7 ** torch.arange(n, dtype=torch.float64)) @ Vt
+    b = 0.1 * torch.randn(m, generator=g, dtype=torch.float64)
+    x = 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
+    return (lambda z: torch.tanh(z @ A.T + b)), x
+
+
+def sin_largest_angle(V1, V2):
+    return torch.linalg.matrix_norm(V1 - V2 @ (V2.T @ V1), ord=2).item()
+
+
+def test_jacobian_matches_jacrev():
+    f, x = nonlinear_map()
+    J = jacobian(f, x, chunk_size=7)
+    J_ref = torch.func.jacrev(lambda z: f(z[None])[0])(x)
+    assert torch.allclose(J, J_ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_subspace_matches_svd(k):
+    f, x = nonlinear_map()
+    J = torch.func.jacrev(lambda z: f(z[None])[0])(x)
+    _, S, Vh = torch.linalg.svd(J)
+    V, sigma, info = extraneous_directions(f, x, k, "subspace", tol=1e-8, generator=0, return_info=True)
+    assert torch.allclose(sigma, S[:k], rtol=1e-6)
+    assert sin_largest_angle(V, Vh[:k].T) < 1e-6
+    assert torch.allclose(V.T @ V, torch.eye(k, dtype=V.dtype), atol=1e-10)
+    assert info["iterations"] < 100
+    Ve, Se = extraneous_directions(f, x, k, "exact")
+    assert torch.allclose(Se, S[:k]) and sin_largest_angle(Ve, Vh[:k].T) < 1e-10
+
+
+def test_subspace_is_seeded():
+    f, x = nonlinear_map(seed=3)
+    a = extraneous_directions(f, x, 3, generator=5, tol=1e-2)
+    b = extraneous_directions(f, x, 3, generator=torch.Generator().manual_seed(5), tol=1e-2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_image_shaped_input_through_attention():
+    """jvp through scaled-dot-product attention on CPU needs the math kernel; the routine sets it."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(3, 3, 8, generator=g)
+
+    def f(z):  # [B, 3, 4, 4] -> self-attention over the 16 pixels
+        tokens = z.flatten(2).transpose(1, 2)  # [B, 16, 3]
+        q, k, v = (tokens @ W[i] for i in range(3))
+        return F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None]).flatten(1)
+
+    x = torch.randn(3, 4, 4, generator=g)
+    V, sigma = extraneous_directions(f, x, 4, "subspace", tol=1e-5, generator=0)
+    Ve, Se = extraneous_directions(f, x, 4, "exact")
+    assert V.shape == (48, 4)
+    assert torch.allclose(sigma, Se, rtol=1e-3)
+
+
+def test_bad_inputs():
+    f, x = nonlinear_map()
+    with pytest.raises(ValueError, match="k must be in 1..n"):
+        extraneous_directions(f, x, 25)
+    with pytest.raises(ValueError, match="k must be in 1..n"):
+        extraneous_directions(f, x, 0)
+    with pytest.raises(ValueError, match="method"):
+        extraneous_directions(f, x, 2, "power")
+    with pytest.raises(ValueError, match="non-decreasing"):
+        elbow_index(torch.tensor([0.5, 0.4, 1.0]))
+    with pytest.raises(ValueError, match="non-negative"):
+        explained_variance_ratio(torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="shape"):
+        project_out(torch.zeros(5), torch.zeros(4, 2))
+
+
+def test_exact_pads_beyond_rank():
+    A = torch.randn(3, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def f(z):
+        return torch.tanh(z @ A.T)
+
+    x = torch.zeros(6, dtype=torch.float64)
+    V, sigma = extraneous_directions(f, x, 5, "exact")
+    assert V.shape == (6, 5) and torch.all(sigma[3:] == 0)
+    assert torch.allclose(V.T @ V, torch.eye(5, dtype=V.dtype), atol=1e-10)
+
+
+def test_projection_idempotent_and_orthogonal():
+    g = torch.Generator().manual_seed(0)
+    V = torch.linalg.qr(torch.randn(12, 3, generator=g)).Q
+    x = torch.randn(4, 3, 2, 2, generator=g)
+    p = project_out(x, V)
+    assert p.shape == x.shape
+    assert torch.allclose(p.reshape(4, 12) @ V, torch.zeros(4, 3), atol=1e-6)
+    assert torch.allclose(project_out(p, V), p, atol=1e-6)
+    # the removed part lies in span(V)
+    r = (x - p).reshape(4, 12)
+    assert torch.allclose(r @ V @ V.T, r, atol=1e-6)
+    # batched bases agree with the per-sample projection
+    Vb = torch.stack([torch.linalg.qr(torch.randn(12, 2, generator=g)).Q for _ in range(4)])
+    pb = project_out(x, Vb)
+    for i in range(4):
+        assert torch.allclose(pb[i], project_out(x[i], Vb[i]), atol=1e-6)
+
+
+def test_evr_monotone_and_normalised():
+    sigma = torch.tensor([3.0, 2.0, 2.0, 0.5, 0.0])
+    evr = explained_variance_ratio(sigma)
+    assert torch.all(evr.diff() >= 0) and evr[-1] == pytest.approx(1.0)
+    assert evr[0] == pytest.approx(9 / (9 + 4 + 4 + 0.25))
+    assert explained_variance_ratio(sigma, squared=False)[0] == pytest.approx(3 / 7.5)
+    batch = explained_variance_ratio(torch.rand(6, 10) + 0.1)
+    assert batch.shape == (6, 10) and torch.allclose(batch[:, -1], torch.ones(6))
+
+
+def test_elbow_on_synthetic_curves():
+    K = 20
+    k = torch.arange(1, K + 1, dtype=torch.float64)
+    kink = torch.where(k <= 4, 0.2 * k, 0.8 + 0.2 * (k - 4) / (K - 4))
+    assert elbow_index(kink) == 4
+    assert elbow_index(k / K) == 1  # linear: no elbow
+    assert elbow_index(torch.tensor([0.6, 1.0])) == 1  # K <= 2
+    assert elbow_index(torch.ones(K)) == 1  # flat
+    # a smooth concave curve: the same answer as Kneedle
+    kneed = pytest.importorskip("kneed")
+    for rate in (0.2, 0.4, 0.8):
+        curve = (1 - torch.exp(-rate * k)) / (1 - math.exp(-rate * K))
+        knee = kneed.KneeLocator(k.tolist(), curve.tolist(), curve="concave", direction="increasing").knee
+        assert elbow_index(curve) == knee
+
+
+def test_clarid_end_to_end_on_toy(toy_model, toy_cfg):
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(1)) * 0.3 + torch.tensor([0.0, 1.0])
+    y = torch.ones(16, dtype=torch.long)
+    ab = toy_alpha_bar(toy_cfg)
+    res = clarid(toy_model, toy_model.features, x, y, ab, 600, K=2, method="exact", keep_directions=True,
+                 progress=False)
+    assert res.canonical.shape == x.shape and res.k_star.tolist() == [1] * 16
+    assert res.sigma.shape == (16, 2) and torch.all(res.sigma[:, 0] >= res.sigma[:, 1])
+    v1 = res.directions[:, :, 0]
+    assert torch.allclose((res.clarep * v1).sum(1), torch.zeros(16), atol=1e-5)
+    # k = 0 removes nothing: decoding gives the plain reconstruction
+    res0 = clarid(toy_model, toy_model.features, x, y, ab, 600, K=2, k=0, method="exact", progress=False)
+    assert torch.allclose(res0.clarep, res0.x_t_star)
+    sub = clarid(toy_model, toy_model.features, x, y, ab, 600, K=2, method="subspace", generator=0,
+                 progress=False)
+    assert torch.allclose(sub.canonical, res.canonical, atol=1e-3)
+    with pytest.raises(ValueError, match="k must be in 0..K"):
+        clarid(toy_model, toy_model.features, x, y, ab, 600, K=2, k=3)
