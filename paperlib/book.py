@@ -119,10 +119,11 @@ def glued(path: Path) -> dict[str, str]:
     values = {}
     for cell in nb.cells:
         for out in cell.get("outputs", []):
-            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name:
-                data = out.get("data", {})
-                values[name] = data.get("text/markdown", data.get("text/plain", ""))
+            record = out.get("metadata", {}).get("scrapbook", {})
+            if record.get("name"):
+                prefix = record.get("mime_prefix", "")
+                data = {k.removeprefix(prefix): v for k, v in out.get("data", {}).items()}
+                values[record["name"]] = data.get("text/markdown", data.get("text/plain", ""))
     return values
 
 
