@@ -31,7 +31,7 @@ def _parameter_names(source: str) -> list[str]:
 
 def test_toy_notebook_smoke(monkeypatch):
     path = next(p for p in notebooks() if p.stem == "01_toy_2d")
-    out, seconds = execute_notebook(path, "smoke")
+    out, _ = execute_notebook(path, "smoke")
     g = glued(out)
     for name in ["fig_data", "fig_clarid", "table_toy", "fig_sweep", "verdict", "dist_clarid", "dist_cfg3"]:
         assert name in g, name
@@ -40,4 +40,3 @@ def test_toy_notebook_smoke(monkeypatch):
         assert math.isfinite(value) and value >= 0, (name, g[name])
     assert 0 <= _mean(g["in_support"]) <= 100
     assert g["verdict"].strip("*") in {"reproduced", "not reproduced"}
-    assert seconds < 240, f"smoke run took {seconds:.0f} s"
