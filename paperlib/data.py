@@ -924,3 +924,68 @@ def load_cifar10(split: str = "train", source: str | None = None) -> tuple[Tenso
         f"(c) let torchvision download it into {tv_root} (needs internet)"
         + (f"; the download failed with {type(error).__name__}: {error}" if error is not None else "")
     ) from error
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One entry point for the image chapters
+# ----------------------------------------------------------------------------------------------------------
+
+DATASETS: tuple[str, ...] = ("shapes", "cifar10")
+"""Datasets every image chapter runs on (a notebook parameter)."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which images a chapter uses.
+
+    Attributes:
+        name: ``"shapes"`` (embedded, with masks and factors) or ``"cifar10"``.
+        size: Image side; shapes are rendered at this size, CIFAR-10 must be 32.
+        n_train: Training images (shapes: generated; CIFAR-10: a class-stratified subset when below 50,000).
+        n_test: Test images (shapes: generated; CIFAR-10: a class-stratified subset when below 10,000).
+        seed: Seed of the shapes draw.
+        bg_correlation: Shapes' background/class correlation.
+    """
+
+    name: str = "shapes"
+    size: int = 32
+    n_train: int = 10_000
+    n_test: int = 2_000
+    seed: int = 0
+    bg_correlation: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.name not in DATASETS:
+            raise ValueError(f"dataset name must be one of {DATASETS}, got {self.name!r}")
+        if self.name == "cifar10" and self.size != 32:
+            raise ValueError(f"CIFAR-10 images are 32x32; size must be 32, got {self.size}")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return SHAPES_CLASSES if self.name == "shapes" else CIFAR10_CLASSES
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "size": self.size, "n_train": self.n_train, "n_test": self.n_test,
+                "seed": self.seed, "bg_correlation": self.bg_correlation}
+
+
+def load_shapes(cfg: DatasetConfig) -> tuple[ShapesData, ShapesData]:
+    """The shapes train and test sets of ``cfg`` (with masks and factors)."""
+    if cfg.name != "shapes":
+        raise ValueError(f"load_shapes needs a shapes config, got name={cfg.name!r}")
+    return shapes_splits(cfg.seed, cfg.n_train, cfg.n_test, cfg.size, cfg.bg_correlation)
+
+
+def load_dataset(cfg: DatasetConfig, split: str = "train") -> tuple[Tensor, Tensor]:
+    """``(images [N, 3, H, W] uint8, labels [N] int64)`` of ``split`` (``"train"`` or ``"test"``)."""
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    if cfg.name == "cifar10":
+        images, labels = load_cifar10(split)
+        n = cfg.n_train if split == "train" else cfg.n_test
+        if n < len(labels):
+            keep = stratified_subset(labels, n=n, seed=cfg.seed)
+            images, labels = images[keep], labels[keep]
+        return images, labels
+    data = load_shapes(cfg)[_SPLITS.index(split)]
+    return data.images, data.labels

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -155,5 +156,191 @@ def metric_vs_param(x: Sequence[float], series: Mapping[str, tuple[np.ndarray, n
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(
+    rows: Mapping[str, Tensor],
+    col_titles: Sequence[str] | None = None,
+    size: float = 0.75,
+    title: str | None = None,
+) -> Figure:
+    """A grid of images: one row per entry of ``rows`` (label -> ``[C, 3, H, W]`` uint8), equal lengths.
+
+    Args:
+        rows: Ordered row labels and their images.
+        col_titles: Optional titles above the columns.
+        size: Inches per image.
+        title: Figure title.
+    """
+    labels = list(rows)
+    ncols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(labels), ncols, figsize=(size * ncols + 0.9, size * len(labels) + 0.3),
+                             squeeze=False)
+    for r, label in enumerate(labels):
+        imgs = _np(rows[label])
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c < len(imgs):
+                ax.imshow(imgs[c].transpose(1, 2, 0), interpolation="nearest")
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+            if r == 0 and col_titles is not None and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(wspace=0.04, hspace=0.04)
+    return fig
+
+
+def spectra(sigma: Tensor, evr: Tensor, k_star: Tensor, names: Sequence[str] | None = None) -> Figure:
+    """Singular values (left, log scale) and EVR curves with their elbows ``k*`` (right), one line per image.
+
+    Args:
+        sigma: ``[B, K]`` singular values.
+        evr: ``[B, K]`` explained-variance ratios.
+        k_star: ``[B]`` elbows (1-based).
+        names: Legend labels.
+    """
+    sigma, evr, k_star = _np(sigma), _np(evr), _np(k_star)
+    K = sigma.shape[1]
+    ks = np.arange(1, K + 1)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 2.7))
+    for i in range(len(sigma)):
+        line = a.plot(ks, sigma[i], lw=1, marker="o", ms=2, label=None if names is None else names[i])[0]
+        b.plot(ks, evr[i], lw=1, color=line.get_color())
+        b.plot([k_star[i]], [evr[i, k_star[i] - 1]], marker="*", ms=9, color=line.get_color())
+    a.set_yscale("log")
+    a.set_xlabel("direction $i$")
+    a.set_ylabel(r"$\sigma_i$")
+    b.set_xlabel("$k$")
+    b.set_ylabel("EVR$_k$")
+    b.set_ylim(0, 1.02)
+    if names is not None:
+        a.legend(fontsize=6, ncols=2)
+    fig.tight_layout()
+    return fig
+
+
+def count_histograms(values: Mapping[str, np.ndarray], xlabel: str, colors: Mapping[str, str] | None = None) -> Figure:
+    """Side-by-side bar histograms of integer values (e.g. ``k*``), one panel per entry."""
+    fig, axes = plt.subplots(1, len(values), figsize=(3.2 * len(values), 2.5), squeeze=False)
+    for ax, (name, v) in zip(axes[0], values.items()):
+        v = _np(v).astype(int)
+        counts = np.bincount(v)
+        ks = np.arange(len(counts))
+        color = None if colors is None else colors.get(name)
+        ax.bar(ks[counts > 0], counts[counts > 0] / len(v), color=color, width=0.8)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+    axes[0, 0].set_ylabel("fraction of images")
+    fig.tight_layout()
+    return fig
+
+
+def heatmaps(tables: Mapping[str, pd.DataFrame], xlabel: str, ylabel: str, cbar_label: str) -> Figure:
+    """One annotated heatmap per entry (title -> DataFrame, rows x columns), best cell boxed."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(0.45 * max(t.shape[1] for t in tables.values()) * len(tables)
+                                                      + 1.5 * len(tables), 0.32 * max(t.shape[0] for t in
+                                                                                   tables.values()) + 1.2),
+                             squeeze=False)
+    for ax, (title, t) in zip(axes[0], tables.items()):
+        v = t.to_numpy(dtype=float)
+        im = ax.imshow(v, cmap="viridis", aspect="auto")
+        for (i, j), x in np.ndenumerate(v):
+            ax.text(j, i, f"{x:.2f}", ha="center", va="center", fontsize=5.5, color="w" if x < v.mean() else "k")
+        i, j = np.unravel_index(np.nanargmax(v), v.shape)
+        ax.add_patch(mpl.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="r", lw=1.5))
+        ax.set_xticks(range(t.shape[1]), [str(c) for c in t.columns], fontsize=6)
+        ax.set_yticks(range(t.shape[0]), [str(r) for r in t.index], fontsize=6)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label=cbar_label, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def nmi_vs_k(table: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
+    """NMI against fixed ``k`` (methods ``k<n>``) with the other methods as points (Fig. 4 analogue).
+
+    Args:
+        table: Indexed by ``(dataset, method)`` with columns ``NMI`` and ``std``.
+        colors: :data:`METHOD_COLORS`.
+    """
+    datasets = list(dict.fromkeys(table.index.get_level_values(0)))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 2.8), squeeze=False)
+    points = {"original": "original", "reconstruction": "reconstruction", "clarid": "clarid", "random": "random"}
+    for ax, ds in zip(axes[0], datasets):
+        t = table.loc[ds]
+        ks = sorted(int(m[1:]) for m in t.index if m.startswith("k") and m[1:].isdigit())
+        if ks:
+            m = t.loc[[f"k{k}" for k in ks]]
+            ax.errorbar(ks, m["NMI"], m["std"], color=colors["clarid"], lw=1, marker="o", ms=3, alpha=0.6,
+                        label="fixed $k$")
+        x_right = (max(ks) if ks else 1) + 1.5
+        for name, key in points.items():
+            if name in t.index:
+                ax.errorbar([0 if name in ("original", "reconstruction") else x_right], [t.loc[name, "NMI"]],
+                            [t.loc[name, "std"]], color=colors[key], marker="s" if name != "clarid" else "*",
+                            ms=6 if name != "clarid" else 10, ls="none", label=name)
+        for name in [m for m in t.index if m.startswith("cfg")]:
+            ax.errorbar([x_right + 1], [t.loc[name, "NMI"]], [t.loc[name, "std"]], color=colors["cfg"], marker="D",
+                        ms=5, ls="none", label=f"CFG w={name[3:]}")
+        ax.set_xlabel("$k$ (removed directions)")
+        ax.set_ylabel("K-means NMI")
+        ax.set_title(ds)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def embedding_panels(panels: Mapping[str, Tensor], labels: Tensor, seed: int = 0, title: str | None = None) -> Figure:
+    """2-D t-SNE (scikit-learn, seeded) of each feature set, coloured by class."""
+    from sklearn.manifold import TSNE
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.6), squeeze=False)
+    y = _np(labels)
+    for ax, (name, f) in zip(axes[0], panels.items()):
+        f = _np(f).astype(np.float64)
+        perplexity = float(min(30, max(2, (len(f) - 1) // 3)))
+        z = TSNE(2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(f)
+        ax.scatter(z[:, 0], z[:, 1], c=y, cmap="tab10", s=4, linewidths=0, vmin=0, vmax=9, rasterized=True)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9, y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def two_stage_curves(curves: Mapping[str, pd.DataFrame], t_star: Mapping[str, int],
+                     knee: Mapping[str, int | None]) -> Figure:
+    """Accuracy against the switch time ``t_c`` per dataset: each classifier thin, their mean thick (Fig. 20).
+
+    Args:
+        curves: ``dataset -> DataFrame(t_c, classifier, accuracy)`` (classifier ``"mean"`` = the average).
+        t_star: Chosen ``t*`` per dataset (dashed).
+        knee: Kneedle knee per dataset (dotted), or None.
+    """
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 2.8), squeeze=False)
+    for ax, (ds, c) in zip(axes[0], curves.items()):
+        for name, g in c.groupby("classifier", sort=False):
+            thick = name == "mean"
+            ax.plot(g.t_c, 100 * g.accuracy, marker="o" if thick else None, ms=3, lw=2 if thick else 0.8,
+                    alpha=1 if thick else 0.6, color="k" if thick else None, label=name)
+        ax.axvline(t_star[ds], color=METHOD_COLORS["clarid"], ls="--", lw=1, label=f"$t^*$ = {t_star[ds]}")
+        if knee.get(ds) is not None:
+            ax.axvline(knee[ds], color="grey", ls=":", lw=1, label=f"knee = {knee[ds]}")
+        ax.set_xlabel("switch time $t_c$")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(ds)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     return fig

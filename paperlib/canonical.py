@@ -1,0 +1,291 @@
+"""CLARID over a dataset: Canonical Samples and every baseline decoded from the same inverted latents.
+
+For each image ``x_0`` of class ``c`` (paper §3.2, Fig. 2; spec §3.6): invert to ``t*``, take the top-``K``
+extraneous directions of ``f_{l,t*}`` (:func:`paperlib.clarid.extraneous_directions`), choose ``k*`` at the
+EVR elbow, and decode
+
+- ``reconstruction``: ``x_{t*}`` itself (``k = 0``, no guidance), the invert/decode control;
+- ``clarid``: the CLARep ``(I - V_{k*} V_{k*}^T) x_{t*}`` with CFG scale ``guidance_scale`` after projection:
+  the Canonical Sample;
+- ``random``: ``k*`` random orthonormal directions projected out instead (our control: "any projection of
+  that size would do"?);
+- ``cfg{w}``: ``x_{t*}`` decoded with CFG scale ``w`` and no projection (the paper's "pure CFG");
+- ``k{k}``: a fixed number ``k`` of directions projected out (Fig. 4's fixed-``k`` curves).
+
+:func:`clarid_dataset` runs this over many images in chunks that are cached as they finish, so a killed run
+resumes where it stopped; the merged result is one artifact (uint8 images, spectra, ``k*``, CLAReps).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from paperlib.cache import config_key, load_artifact, load_or_compute, save_artifact
+from paperlib.clarid import elbow_index, explained_variance_ratio, extraneous_directions, project_out
+from paperlib.data import from_model_range, to_model_range
+from paperlib.diffusion import ddim_decode, ddim_invert
+from paperlib.models import ClassConditionalUNet
+from paperlib.paths import cache_dir
+from paperlib.train import BookCDM
+
+STAGE = "clarid_run"
+STAGE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClaridConfig:
+    """CLARID's hyperparameters for one CDM (the CIFAR-10 values of the paper were lost, spec §11).
+
+    Attributes:
+        t_star: Inversion time ``t*`` (grid point; chapter 2 chooses it).
+        K: Directions considered, the EVR horizon.
+        layer: Jacobian layer ``l`` (UNets: after the mid block, App. E [S]).
+        num_steps: DDIM steps over ``[0, T]`` (100 [S]).
+        guidance_scale: CFG scale when decoding CLAReps (after projection [S]; 1 = none).
+        cfg_scales: Scales of the pure-CFG baseline decoded from the same ``x_{t*}``.
+        fixed_ks: Extra decodes with a fixed ``k`` (``0 < k <= K``).
+        method: ``"subspace"`` (matrix-free) or ``"exact"`` (full Jacobian + SVD).
+        tol: Subspace-angle tolerance of the iteration.
+        max_iter: Iteration cap.
+        squared_evr: EVR from ``sigma^2`` (spec §5.1 default).
+        seed: Seeds the iteration's random start and the random-direction control, per image.
+    """
+
+    t_star: int = 600
+    K: int = 20
+    layer: str = "mid"
+    num_steps: int = 100
+    guidance_scale: float = 1.0
+    cfg_scales: tuple[float, ...] = (3.0,)
+    fixed_ks: tuple[int, ...] = ()
+    method: str = "subspace"
+    tol: float = 1e-3
+    max_iter: int = 60
+    squared_evr: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.K < 1:
+            raise ValueError(f"K must be >= 1, got {self.K}")
+        if any(not 0 < k <= self.K for k in self.fixed_ks):
+            raise ValueError(f"fixed_ks must lie in 1..K = 1..{self.K}, got {self.fixed_ks}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClaridConfig:
+        d = dict(d)
+        for key in ("cfg_scales", "fixed_ks"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+    def variants(self) -> list[str]:
+        """Names of the decoded images, in a fixed order."""
+        return (["reconstruction", "clarid", "random"] + [f"cfg{w:g}" for w in self.cfg_scales]
+                + [f"k{k}" for k in self.fixed_ks])
+
+
+def _random_directions(n: int, k: int, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64)).Q.float()
+
+
+def clarid_batch(
+    model: ClassConditionalUNet,
+    images: Tensor,
+    labels: Tensor,
+    alpha_bar: Tensor,
+    cfg: ClaridConfig,
+    seeds: Tensor,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    """CLARID and its controls for a batch (see the module docstring).
+
+    Args:
+        model: The CDM (``eps_theta`` and ``features``).
+        images: ``[B, 3, H, W]`` uint8 images.
+        labels: ``[B]`` classes.
+        alpha_bar: ``[T + 1]`` schedule of the model.
+        cfg: Hyperparameters.
+        seeds: ``[B]`` per-image seeds (e.g. dataset indices) for the random starts and controls.
+        progress: tqdm bar over the images' Jacobians.
+
+    Returns:
+        ``sigma [B, K]``, ``k_star [B]``, ``iterations [B]``, ``clarep [B, 3, H, W]`` (float16) and one
+        ``img.<variant> [B, 3, H, W]`` uint8 per :meth:`ClaridConfig.variants`.
+    """
+    x0 = to_model_range(images)
+    y = labels.long()
+    x_t = ddim_invert(model, x0, y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
+    n = x_t[0].numel()
+    Vs, sigmas, k_stars, iters = [], [], [], []
+    for i in tqdm(range(len(y)), desc="extraneous directions", disable=not progress, leave=False):
+        yi, t = y[i : i + 1], torch.tensor([cfg.t_star])
+
+        def f(z: Tensor, yi: Tensor = yi, t: Tensor = t) -> Tensor:
+            return model.features(z, t.expand(len(z)), yi.expand(len(z)), cfg.layer)
+
+        V, sigma, info = extraneous_directions(f, x_t[i], cfg.K, cfg.method, tol=cfg.tol, max_iter=cfg.max_iter,
+                                               generator=int(seeds[i]) + cfg.seed, return_info=True)
+        Vs.append(V)
+        sigmas.append(sigma)
+        k_stars.append(elbow_index(explained_variance_ratio(sigma, cfg.squared_evr)))
+        iters.append(info["iterations"])
+    V, k_star = torch.stack(Vs), torch.tensor(k_stars)
+
+    def keep_first(k: Tensor) -> Tensor:
+        return (torch.arange(cfg.K) < k[:, None]).float()[:, None, :]
+
+    def decode(z: Tensor, w: float = 1.0) -> Tensor:
+        return from_model_range(ddim_decode(model, z, y, alpha_bar, cfg.t_star, 0, cfg.num_steps, w,
+                                            model.null_class))
+
+    clarep = project_out(x_t, V * keep_first(k_star))
+    R = torch.stack([_random_directions(n, cfg.K, int(s) + cfg.seed + 7919) for s in seeds])
+    out = {
+        "sigma": torch.stack(sigmas),
+        "k_star": k_star,
+        "iterations": torch.tensor(iters),
+        "clarep": clarep.half(),
+        "img.reconstruction": decode(x_t),
+        "img.clarid": decode(clarep, cfg.guidance_scale),
+        "img.random": decode(project_out(x_t, R * keep_first(k_star)), cfg.guidance_scale),
+    }
+    for w in cfg.cfg_scales:
+        out[f"img.cfg{w:g}"] = decode(x_t, w)
+    for k in cfg.fixed_ks:
+        out[f"img.k{k}"] = decode(project_out(x_t, V * keep_first(torch.full_like(k_star, k))), cfg.guidance_scale)
+    return out
+
+
+def clarid_dataset(
+    model: ClassConditionalUNet,
+    model_key: str,
+    images: Tensor,
+    labels: Tensor,
+    indices: Tensor,
+    alpha_bar: Tensor,
+    cfg: ClaridConfig,
+    chunk_size: int = 50,
+    publish: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, Tensor], dict]:
+    """:func:`clarid_batch` over ``images[indices]``, chunk by chunk, resumable, merged into one artifact.
+
+    Args:
+        model: The CDM.
+        model_key: Identifies the CDM in the cache key (its manifest ``key``).
+        images: ``[N, 3, H, W]`` uint8 dataset.
+        labels: ``[N]`` classes.
+        indices: ``[M]`` rows to run on (e.g. a class-stratified subset, recorded in the artifact).
+        alpha_bar: ``[T + 1]`` schedule.
+        cfg: Hyperparameters.
+        chunk_size: Images per cached chunk.
+        publish: Save the merged artifact into ``artifacts/`` (the published book).
+        progress: tqdm bar over chunks.
+
+    Returns:
+        ``(tensors, manifest)``: :func:`clarid_batch`'s outputs for all ``M`` images plus ``indices``,
+        ``labels`` and per-image ``seconds``.
+    """
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    if indices.ndim != 1 or len(indices) == 0 or indices.min() < 0 or indices.max() >= len(images):
+        raise ValueError(f"indices must be a non-empty 1-D tensor of rows in 0..{len(images) - 1}")
+    config = {"model": model_key, "clarid": cfg.to_dict(), "indices_sha": config_key(indices.tolist())}
+    key = config_key(config, STAGE_VERSION)
+    chunk_dir = cache_dir() / STAGE / f"{key}.chunks"
+
+    def compute() -> dict[str, Tensor]:
+        parts = []
+        starts = range(0, len(indices), chunk_size)
+        for start in tqdm(starts, desc=f"CLARID ({len(indices)} images)", disable=not progress):
+            path = chunk_dir / f"{start:06d}.safetensors"
+            if path.exists():
+                parts.append(load_artifact(path)[0])
+                continue
+            idx = indices[start : start + chunk_size]
+            tic = time.perf_counter()
+            part = clarid_batch(model, images[idx], labels[idx], alpha_bar, cfg, idx)
+            part["seconds"] = torch.full((len(idx),), (time.perf_counter() - tic) / len(idx))
+            save_artifact(path, part, {"stage": STAGE, "chunk": start, "key": key})
+            parts.append(part)
+        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return {**merged, "indices": indices, "labels": labels[indices]}
+
+    tensors, manifest = load_or_compute(STAGE, config, compute, STAGE_VERSION, publish, verbose=progress)
+    return tensors, manifest
+
+
+def decode_k_sweep(
+    model: ClassConditionalUNet,
+    image: Tensor,
+    label: int,
+    alpha_bar: Tensor,
+    cfg: ClaridConfig,
+    ks: list[int],
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """One image with ``k = 0, ...`` extraneous directions removed (App. H.2, Figs. 21-22).
+
+    Args:
+        model: The CDM.
+        image: ``[3, H, W]`` uint8 image.
+        label: Its class.
+        alpha_bar: ``[T + 1]`` schedule.
+        cfg: Hyperparameters (``t_star``, ``K``, ``layer``, ...).
+        ks: Numbers of directions to remove (``0 <= k <= K``).
+        seed: Seed of the iteration's random start.
+
+    Returns:
+        ``(images [len(ks), 3, H, W] uint8, sigma [K])``.
+    """
+    if any(not 0 <= k <= cfg.K for k in ks):
+        raise ValueError(f"ks must lie in 0..K = 0..{cfg.K}, got {ks}")
+    y = torch.tensor([int(label)])
+    x_t = ddim_invert(model, to_model_range(image[None]), y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
+    t = torch.tensor([cfg.t_star])
+
+    def f(z: Tensor) -> Tensor:
+        return model.features(z, t.expand(len(z)), y.expand(len(z)), cfg.layer)
+
+    V, sigma = extraneous_directions(f, x_t[0], cfg.K, cfg.method, tol=cfg.tol, max_iter=cfg.max_iter,
+                                     generator=seed + cfg.seed)
+    z = torch.stack([project_out(x_t[0], V[:, :k]) for k in ks])
+    out = ddim_decode(model, z, y.expand(len(ks)), alpha_bar, cfg.t_star, 0, cfg.num_steps, cfg.guidance_scale,
+                      model.null_class)
+    return from_model_range(out), sigma
+
+
+def book_clarid_run(
+    cdm: BookCDM, profile: str, dataset: str, cfg: ClaridConfig | None = None, n_images: int | None = None,
+    seed: int = 0, progress: bool = True,
+) -> tuple[dict[str, Tensor], ClaridConfig]:
+    """The chapters' CLARID run of ``dataset``: with ``cfg`` and ``n_images`` given (chapter 3), run it and
+    record both for the next chapters; without, reuse the recorded run (chapters 4-5).
+
+    The images are a class-stratified random subset of the training set (spec §12 #20), ``seed``-fixed.
+
+    Returns:
+        ``(tensors, cfg)``: :func:`clarid_dataset`'s outputs and the configuration used.
+    """
+    from paperlib.data import stratified_subset
+    from paperlib.selection import load_choice, record_choice
+
+    if cfg is None:
+        spec = load_choice(profile, dataset, "clarid")
+        cfg, n_images, seed = ClaridConfig.from_dict(spec["config"]), spec["n_images"], spec["seed"]
+    elif n_images is None:
+        raise ValueError("n_images must be given together with cfg")
+    else:
+        record_choice(profile, dataset, "clarid", {"config": cfg.to_dict(), "n_images": n_images, "seed": seed},
+                      "03_evr_elbow")
+    subset = stratified_subset(cdm.labels, n=n_images, seed=seed)
+    tensors, _ = clarid_dataset(cdm.model, cdm.manifest["key"], cdm.images, cdm.labels, subset, cdm.alpha_bar, cfg,
+                                publish=profile == "full", progress=progress)
+    return tensors, cfg

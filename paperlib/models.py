@@ -1,0 +1,181 @@
+"""Class-conditional pixel-space diffusion models (CDMs) built on diffusers' ``UNet2DModel`` (spec §3.4, §8.8).
+
+A :class:`ClassConditionalUNet` wraps a ``UNet2DModel`` with ``num_class_embeds = num_classes + 1``: label
+``num_classes`` is the null class ``∅`` of classifier-free guidance, learned through label dropout. It is an
+``eps_model`` in the sense of :mod:`paperlib.diffusion` (``model(x_t, t, y) -> eps``) and exposes the internal
+activations ``f_{l,t}(x_t, c)`` the paper differentiates (after the mid block for UNets, App. E) through a
+truncated forward pass (:meth:`ClassConditionalUNet.features`).
+
+Layer names: ``"conv_in"``, ``"down.{i}"`` (output of down block ``i``), ``"mid"``, ``"up.{i}"`` (output
+of up block ``i``); :meth:`ClassConditionalUNet.layer_names` lists them in forward order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from diffusers import UNet2DModel
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class CDMConfig:
+    """Architecture of a class-conditional UNet (all values ours, chosen for a 2-core CPU; spec §8.8 [O]).
+
+    Attributes:
+        sample_size: Image side ``H = W``.
+        in_channels: Image channels.
+        num_classes: Real classes; label ``num_classes`` is the null class.
+        block_out_channels: Channels per resolution level (one down and one up block each).
+        layers_per_block: ResNet blocks per down block (up blocks get one more, as in diffusers).
+        attention_levels: Levels (indices into ``block_out_channels``) whose blocks have self-attention.
+        norm_num_groups: GroupNorm groups.
+        attention_head_dim: Channels per attention head.
+    """
+
+    sample_size: int = 32
+    in_channels: int = 3
+    num_classes: int = 10
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    attention_levels: tuple[int, ...] = (1,)
+    norm_num_groups: int = 8
+    attention_head_dim: int = 32
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CDMConfig:
+        d = dict(d)
+        for key in ("block_out_channels", "attention_levels"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def make_unet(cfg: CDMConfig) -> UNet2DModel:
+    """The diffusers ``UNet2DModel`` of ``cfg`` (random init; seed torch before calling for determinism)."""
+    levels = len(cfg.block_out_channels)
+    if levels < 1 or any(not 0 <= i < levels for i in cfg.attention_levels):
+        raise ValueError(f"attention_levels must index 0..{levels - 1}, got {cfg.attention_levels}")
+    if cfg.sample_size % (2 ** (levels - 1)):
+        raise ValueError(f"sample_size={cfg.sample_size} must be divisible by 2^(levels-1) = {2 ** (levels - 1)}")
+    if any(c % cfg.norm_num_groups for c in cfg.block_out_channels):
+        raise ValueError(f"block_out_channels {cfg.block_out_channels} must be multiples of norm_num_groups")
+    down = tuple("AttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in range(levels))
+    up = tuple("AttnUpBlock2D" if levels - 1 - i in cfg.attention_levels else "UpBlock2D" for i in range(levels))
+    return UNet2DModel(
+        sample_size=cfg.sample_size,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.in_channels,
+        block_out_channels=cfg.block_out_channels,
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=cfg.norm_num_groups,
+        attention_head_dim=cfg.attention_head_dim,
+        num_class_embeds=cfg.num_classes + 1,
+    )
+
+
+class ClassConditionalUNet(nn.Module):
+    """A CDM ``eps_theta(x_t, t, c)`` with a null class and truncated forward passes for features.
+
+    Args:
+        cfg: Architecture.
+    """
+
+    def __init__(self, cfg: CDMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.unet = make_unet(cfg)
+
+    @property
+    def null_class(self) -> int:
+        """Label of the unconditional branch ``∅``."""
+        return self.cfg.num_classes
+
+    def layer_names(self) -> list[str]:
+        """Feature layers in forward order."""
+        n_down, n_up = len(self.unet.down_blocks), len(self.unet.up_blocks)
+        return ["conv_in", *[f"down.{i}" for i in range(n_down)], "mid", *[f"up.{i}" for i in range(n_up)]]
+
+    def _check(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        c, s = self.cfg.in_channels, self.cfg.sample_size
+        if x.ndim != 4 or x.shape[1:] != (c, s, s):
+            raise ValueError(f"x_t must be [B, {c}, {s}, {s}], got {tuple(x.shape)}")
+        t = torch.as_tensor(t, device=x.device).long().expand(x.shape[0])
+        y = torch.as_tensor(y, device=x.device).long().expand(x.shape[0])
+        if (y < 0).any() or (y > self.null_class).any():
+            raise ValueError(f"labels must be in 0..{self.null_class} ({self.null_class} = null), got {y.tolist()}")
+        return t, y
+
+    def _embedding(self, t: Tensor, y: Tensor, dtype: torch.dtype) -> Tensor:
+        u = self.unet
+        emb = u.time_embedding(u.time_proj(t).to(dtype))
+        return emb + u.class_embedding(y).to(dtype)
+
+    def forward(self, x_t: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """Noise prediction ``eps_theta(x_t, t, y)``.
+
+        Args:
+            x_t: ``[B, C, H, W]`` noisy images in the model range.
+            t: ``[B]`` (or scalar) integer times in ``0..T``.
+            y: ``[B]`` (or scalar) labels in ``0..num_classes`` (``num_classes`` = null).
+
+        Returns:
+            ``[B, C, H, W]`` predicted noise.
+        """
+        t, y = self._check(x_t, t, y)
+        return self.unet(x_t, t, class_labels=y).sample
+
+    def features(self, x_t: Tensor, t: Tensor, y: Tensor, layer: str = "mid") -> Tensor:
+        """The internal activation ``f_{l,t}(x_t, c)`` after block ``layer`` (Eq. 1), by a truncated forward.
+
+        Stops right after ``layer``: the blocks above it are not evaluated, so a Jacobian through this
+        function costs only the layers it depends on.
+
+        Args:
+            x_t: ``[B, C, H, W]`` noisy images.
+            t: ``[B]`` or scalar integer times.
+            y: ``[B]`` or scalar labels.
+            layer: One of :meth:`layer_names` (default ``"mid"``: h-space, as the paper for UNets).
+
+        Returns:
+            ``[B, C_l, H_l, W_l]`` activation.
+        """
+        names = self.layer_names()
+        if layer not in names:
+            raise ValueError(f"layer must be one of {names}, got {layer!r}")
+        t, y = self._check(x_t, t, y)
+        u = self.unet
+        emb = self._embedding(t, y, x_t.dtype)
+        h = u.conv_in(x_t)
+        if layer == "conv_in":
+            return h
+        skips: tuple[Tensor, ...] = (h,)
+        for i, block in enumerate(u.down_blocks):
+            h, res = block(hidden_states=h, temb=emb)
+            skips += res
+            if layer == f"down.{i}":
+                return h
+        h = u.mid_block(h, emb)
+        if layer == "mid":
+            return h
+        for i, block in enumerate(u.up_blocks):
+            n = len(block.resnets)
+            h = block(h, skips[-n:], emb)
+            skips = skips[:-n]
+            if layer == f"up.{i}":
+                return h
+        raise AssertionError("unreachable")
+
+    def pooled_features(self, x_t: Tensor, t: Tensor, y: Tensor, layer: str = "mid") -> Tensor:
+        """Spatially average-pooled :meth:`features`, ``[B, C_l]`` (the 1-D Canonical Feature form, §3.7)."""
+        return self.features(x_t, t, y, layer).mean(dim=(-2, -1))
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())

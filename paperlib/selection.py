@@ -1,0 +1,129 @@
+"""Choosing CLARID's hyperparameters: ``t*`` from two-stage sampling (paper §3.2.1, App. H.1), and the
+hand-over of chosen values from one chapter to the next.
+
+Two-stage sampling runs the CDM unconditionally from ``T`` down to a switch time ``t_c`` and conditionally
+below it. The later the condition comes in (the smaller ``t_c``), the less of the image it can still decide,
+so the classifiers' accuracy on the samples rises with ``t_c`` and saturates; ``t*`` is the saturation point
+(spec §4: the first ``t_c`` within ``delta`` of the plateau [O]), with the Kneedle knee shown beside it.
+
+Chapters run in order; a value one chapter chooses (``t*``, the feature layer and time) is recorded with
+:func:`record_choice` and read by the next with :func:`load_choice`. The full profile keeps them in the
+committed ``artifacts/choices/``, other profiles in the scratch cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from paperlib.data import from_model_range
+from paperlib.diffusion import ddim_grid, two_stage_sample
+from paperlib.metrics import knee_point, saturation_point
+from paperlib.models import ClassConditionalUNet
+from paperlib.paths import ARTIFACTS_DIR, cache_dir
+
+
+@torch.no_grad()
+def two_stage_accuracy(
+    model: ClassConditionalUNet,
+    classifiers: dict[str, nn.Module],
+    alpha_bar: Tensor,
+    t_switches: Sequence[int],
+    n_per_class: int,
+    num_steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 500,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[int, Tensor]]:
+    """Classifier accuracy on two-stage samples for every switch time ``t_c`` (App. H.1, Fig. 20).
+
+    The same initial noise (seeded by ``seed`` and the batch) is used at every ``t_c``, so the curve
+    compares switch times, not noise draws.
+
+    Args:
+        model: The CDM (needs a null class).
+        classifiers: ``{name: model}`` taking uint8-range images (see :func:`paperlib.classifiers.predict`).
+        alpha_bar: ``[T + 1]`` schedule.
+        t_switches: Switch times on the ``num_steps`` grid (``T``: fully conditional; ``0``: unconditional).
+        n_per_class: Samples per class and switch time (the paper: 5).
+        num_steps: DDIM steps (the paper: 50).
+        seed: Seed of the initial noise.
+        batch_size: Samples per DDIM batch.
+        progress: tqdm bar.
+
+    Returns:
+        ``(table, samples)``: one row per ``(t_c, classifier)`` with ``accuracy`` (plus a ``mean`` row per
+        ``t_c``, the average of the classifiers as in the paper), and ``{t_c: [N, 3, H, W] uint8}``.
+    """
+    from paperlib.classifiers import predict
+
+    grid = ddim_grid(len(alpha_bar) - 1, num_steps).tolist()
+    bad = [t for t in t_switches if t not in grid]
+    if bad:
+        raise ValueError(f"t_switches must lie on the {num_steps}-step DDIM grid (step {grid[1]}), got {bad}")
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+    C, s = model.cfg.num_classes, model.cfg.sample_size
+    labels = torch.arange(C).repeat_interleave(n_per_class)
+    rows, samples = [], {}
+    for t_c in tqdm(list(t_switches), desc="two-stage sampling", disable=not progress):
+        imgs = []
+        for b, start in enumerate(range(0, len(labels), batch_size)):
+            y = labels[start : start + batch_size]
+            x = two_stage_sample(model, (len(y), 3, s, s), y, alpha_bar, t_c, model.null_class,
+                                 generator=seed * 100_003 + b, num_steps=num_steps)
+            imgs.append(from_model_range(x))
+        samples[t_c] = torch.cat(imgs)
+        accs = {}
+        for name, clf in classifiers.items():
+            accs[name] = (predict(clf, samples[t_c]).argmax(1) == labels).float().mean().item()
+            rows.append({"t_c": t_c, "classifier": name, "accuracy": accs[name]})
+        rows.append({"t_c": t_c, "classifier": "mean", "accuracy": sum(accs.values()) / len(accs)})
+    return pd.DataFrame(rows), samples
+
+
+def choose_t_star(t: Sequence[int], accuracy: Sequence[float], delta: float = 0.01) -> dict[str, int | None]:
+    """``t*`` as the saturation point of the accuracy curve, and the Kneedle knee beside it (spec §4 [O]).
+
+    Args:
+        t: Increasing switch times.
+        accuracy: Mean classifier accuracy at each ``t`` (in ``[0, 1]``).
+        delta: Plateau tolerance (absolute accuracy; 0.01 = 1 percentage point).
+
+    Returns:
+        ``{"saturation": t*, "knee": Kneedle knee or None}``.
+    """
+    knee = knee_point(list(t), list(accuracy), curve="concave", direction="increasing")
+    return {"saturation": int(saturation_point(list(t), list(accuracy), delta)),
+            "knee": None if knee is None else int(knee)}
+
+
+def _choices_path(profile: str) -> Path:
+    root = ARTIFACTS_DIR if profile == "full" else cache_dir()
+    return root / "choices" / f"{profile}.json"
+
+
+def record_choice(profile: str, dataset: str, name: str, value, source: str) -> None:
+    """Record a chosen hyperparameter (``value`` JSON-able) for the chapters that follow."""
+    path = _choices_path(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    choices = json.loads(path.read_text()) if path.exists() else {}
+    choices.setdefault(dataset, {})[name] = {"value": value, "source": source}
+    path.write_text(json.dumps(choices, indent=2, sort_keys=True) + "\n")
+
+
+def load_choice(profile: str, dataset: str, name: str):
+    """A value recorded by :func:`record_choice`; a clear error naming the chapter to run when missing."""
+    path = _choices_path(profile)
+    choices = json.loads(path.read_text()) if path.exists() else {}
+    if name not in choices.get(dataset, {}):
+        raise KeyError(f"no {name!r} recorded for dataset {dataset!r} in profile {profile!r} ({path}); run the "
+                       f"chapter that chooses it first (t_star: 02_t_star; feature_layer/feature_t: 04_nmi), "
+                       f"or pass the value as a notebook parameter")
+    return choices[dataset][name]["value"]

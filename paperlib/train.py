@@ -1,0 +1,445 @@
+"""Resumable DDPM training of class-conditional UNets (spec §2, Eq. 7; label dropout for CFG).
+
+``train_cdm`` trains :class:`paperlib.models.ClassConditionalUNet` with the epsilon-loss
+``E || eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t, y') ||^2``, ``t ~ U{1..T}``, ``y' = ∅`` with
+probability ``label_dropout``; Adam with linear warm-up, gradient clipping and an EMA of the weights.
+
+Long runs are cut into pieces: a checkpoint (weights, EMA, optimizer state, loss history) is written
+atomically every few minutes, on SIGTERM/Ctrl-C, and when a time budget runs out; calling again resumes
+from it. Every minibatch is drawn from a generator seeded by ``(seed, step)``, so a run that is killed and
+resumed sees exactly the batches of an uninterrupted one.
+
+``python -m paperlib.train --dataset shapes --profile full --max-minutes 100`` runs (a piece of) the
+training a chapter needs, in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from paperlib.cache import config_key, load_artifact, save_artifact
+from paperlib.data import DATASETS, DatasetConfig, load_dataset
+from paperlib.diffusion import alpha_bar, linear_beta_schedule, q_sample
+from paperlib.models import CDMConfig, ClassConditionalUNet, num_parameters
+from paperlib.paths import ARTIFACTS_DIR, cache_dir
+
+STAGE = "cdm"
+STAGE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation constants of a CDM (ours: the paper trains its CIFAR-10 CDM elsewhere, spec §8.8 [O]).
+
+    Attributes:
+        steps: Optimiser steps.
+        batch_size: Images per step.
+        lr: Adam learning rate after warm-up.
+        warmup_steps: Linear warm-up length.
+        ema_decay: EMA decay of the weights (the EMA model is the one used everywhere).
+        label_dropout: Probability of replacing the label by the null class (CFG, two-stage sampling).
+        hflip: Random horizontal flips (CIFAR-10 yes; shapes no: some silhouettes are chiral).
+        grad_clip: Max global gradient norm.
+        T: Diffusion steps.
+        beta_start: First beta of the linear schedule.
+        beta_end: Last beta.
+        seed: Seeds the initialisation and every minibatch.
+    """
+
+    steps: int = 20_000
+    batch_size: int = 64
+    lr: float = 2e-4
+    warmup_steps: int = 500
+    ema_decay: float = 0.9995
+    label_dropout: float = 0.1
+    hflip: bool = False
+    grad_clip: float = 1.0
+    T: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def alpha_bar(self) -> Tensor:
+        """The ``[T + 1]`` schedule this model was trained with."""
+        return alpha_bar(linear_beta_schedule(self.T, self.beta_start, self.beta_end))
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_cdm` returns.
+
+    Attributes:
+        model: The EMA model (eval mode, frozen) if ``finished``, else the current EMA.
+        losses: ``[steps_done]`` per-step training losses.
+        step: Steps done so far.
+        finished: Whether ``cfg.steps`` were reached.
+        wall_time_s: Training seconds summed over all pieces.
+    """
+
+    model: ClassConditionalUNet
+    losses: np.ndarray
+    step: int
+    finished: bool
+    wall_time_s: float
+
+
+def data_fingerprint(images: Tensor, labels: Tensor) -> str:
+    """sha256 (16 hex digits) of the uint8 images and labels: identifies the training set in manifests."""
+    h = hashlib.sha256()
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.contiguous().numpy().astype(np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _batch_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+
+
+def _ddpm_batch(
+    images: Tensor, labels: Tensor, cfg: TrainConfig, step: int, null_class: int, ab: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    g = _batch_generator(cfg.seed, step)
+    idx = torch.randint(0, len(labels), (cfg.batch_size,), generator=g)
+    x0 = images[idx].float() / 127.5 - 1.0
+    if cfg.hflip:
+        flip = torch.rand(cfg.batch_size, generator=g) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    y = labels[idx]
+    y = torch.where(torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout, null_class, y)
+    t = torch.randint(1, cfg.T + 1, (cfg.batch_size,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    return q_sample(x0, t, eps, ab), t, y, eps
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {f"opt.{i}.{k}": torch.as_tensor(v) for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], groups: list) -> dict:
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    return {"state": state, "param_groups": groups}
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so a killed run still writes its checkpoint."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _save_checkpoint(path: Path, model, ema, opt, losses: list[float], step: int, meta: dict) -> None:
+    opt_tensors, groups = _flatten_optimizer(opt)
+    tensors = {
+        **{f"model.{k}": v for k, v in model.state_dict().items()},
+        **{f"ema.{k}": v for k, v in ema.module.state_dict().items()},
+        "ema.n_averaged": ema.n_averaged.clone(),
+        **opt_tensors,
+        "losses": torch.tensor(losses, dtype=torch.float32),
+    }
+    save_artifact(path, tensors, {**meta, "step": step, "param_groups": groups})
+
+
+def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def train_cdm(
+    cdm_cfg: CDMConfig,
+    cfg: TrainConfig,
+    images: Tensor,
+    labels: Tensor,
+    checkpoint: Path | None = None,
+    *,
+    checkpoint_every_s: float = 300.0,
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume training) a class-conditional UNet with the DDPM epsilon-loss.
+
+    Args:
+        cdm_cfg: Architecture.
+        cfg: Optimisation constants.
+        images: ``[N, C, H, W]`` uint8 training images.
+        labels: ``[N]`` int64 labels in ``0..num_classes - 1``.
+        checkpoint: Resume file (safetensors + JSON); read if present, written every
+            ``checkpoint_every_s`` seconds, on interruption and at the end. ``None``: no checkpoints.
+        checkpoint_every_s: Seconds between checkpoints.
+        max_seconds: Stop (with a checkpoint) after this many seconds of this call; ``None``: run to the end.
+        progress: tqdm bar with the running loss and images per second.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    c, s = cdm_cfg.in_channels, cdm_cfg.sample_size
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1:] != (c, s, s):
+        raise ValueError(f"images must be uint8 [N, {c}, {s}, {s}], got {images.dtype} {tuple(images.shape)}")
+    if labels.shape != (len(images),) or labels.min() < 0 or labels.max() >= cdm_cfg.num_classes:
+        raise ValueError(f"labels must be [N={len(images)}] in 0..{cdm_cfg.num_classes - 1}")
+    if cfg.steps < 1 or cfg.batch_size < 1 or not 0 <= cfg.label_dropout < 1:
+        raise ValueError(f"need steps >= 1, batch_size >= 1, 0 <= label_dropout < 1; got {cfg}")
+
+    torch.manual_seed(cfg.seed)  # nn.Module init draws from the global generator
+    model = ClassConditionalUNet(cdm_cfg)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, losses, wall = 0, [], 0.0
+    if checkpoint is not None and checkpoint.exists():
+        tensors, meta = load_artifact(checkpoint)
+        model.load_state_dict(_strip(tensors, "model."))
+        ema_sd = _strip(tensors, "ema.")
+        ema.n_averaged.copy_(ema_sd.pop("n_averaged"))
+        ema.module.load_state_dict(ema_sd)
+        opt.load_state_dict(_unflatten_optimizer(tensors, meta["param_groups"]))
+        step, losses, wall = int(meta["step"]), tensors["losses"].tolist(), float(meta["wall_time_s"])
+        if progress:
+            print(f"resuming {checkpoint.name} at step {step}/{cfg.steps}")
+    ab = cfg.alpha_bar().float()
+    meta = {"cdm": cdm_cfg.to_dict(), "train": cfg.to_dict(), "data": data_fingerprint(images, labels),
+            "parameters": num_parameters(model)}
+
+    def save() -> None:
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, model, ema, opt, losses, step, {**meta, "wall_time_s": round(wall, 1)})
+
+    call_start = start = last_save = time.perf_counter()
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="CDM training", disable=not progress, mininterval=2.0)
+    try:
+        with _sigterm_as_interrupt():
+            while step < cfg.steps:
+                x_t, t, y, eps = _ddpm_batch(images, labels, cfg, step, model.null_class, ab)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+                loss = (model(x_t, t, y) - eps).pow(2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                ema.update_parameters(model)
+                losses.append(loss.item())
+                step += 1
+                bar.update(1)
+                now = time.perf_counter()
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-200:]):.4f}")
+                if now - last_save >= checkpoint_every_s:
+                    wall += now - start
+                    start = last_save = now
+                    save()
+                if max_seconds is not None and now - call_start >= max_seconds:
+                    break
+    except KeyboardInterrupt:
+        wall += time.perf_counter() - start
+        save()
+        bar.close()
+        raise
+    wall += time.perf_counter() - start
+    bar.close()
+    save()
+    trained = ema.module.eval().requires_grad_(False)
+    return TrainResult(trained, np.asarray(losses, dtype=np.float32), step, step >= cfg.steps, wall)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The CDMs of the book: recipes per (dataset, profile), load-or-train with resumable pieces
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CDMRecipe:
+    """Everything that determines a trained CDM: data, architecture and optimisation."""
+
+    data: DatasetConfig
+    cdm: CDMConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict:
+        return {"data": self.data.to_dict(), "cdm": self.cdm.to_dict(), "train": self.train.to_dict()}
+
+    @property
+    def key(self) -> str:
+        return config_key(self.to_dict(), STAGE_VERSION)
+
+
+def cdm_recipe(dataset: str, profile: str) -> CDMRecipe:
+    """The book's CDM for ``dataset`` in ``profile`` (``"smoke"``: a tiny model trained in seconds).
+
+    Full profile [O]: a 1.1M-parameter UNet (channels 32/64/64, self-attention at the lowest resolution),
+    batch 64; shapes at 16x16 for 20k steps, CIFAR-10 at 32x32 for 20k steps with flips.
+    """
+    if profile not in ("smoke", "full"):
+        raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
+    if dataset == "shapes":
+        data = DatasetConfig("shapes", size=16)
+        train = TrainConfig(steps=20_000, lr=3e-4)
+    elif dataset == "cifar10":
+        data = DatasetConfig("cifar10", size=32, n_train=50_000, n_test=10_000)
+        train = TrainConfig(steps=20_000, lr=3e-4, hflip=True)
+    else:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    cdm = CDMConfig(sample_size=data.size, num_classes=len(data.classes), attention_levels=(2,))
+    if profile == "smoke":
+        cdm = CDMConfig(sample_size=data.size, num_classes=len(data.classes), block_out_channels=(16, 32, 32),
+                        attention_levels=(2,), attention_head_dim=16)
+        train = TrainConfig(steps=120, batch_size=32, lr=1e-3, warmup_steps=10, ema_decay=0.9, hflip=train.hflip)
+        data = DatasetConfig(dataset, size=data.size, n_train=600, n_test=200)
+    return CDMRecipe(data, cdm, train)
+
+
+def _paths(recipe: CDMRecipe, publish: bool) -> tuple[Path, Path]:
+    root = (ARTIFACTS_DIR if publish else cache_dir()) / STAGE
+    return root / f"{recipe.key}.safetensors", root / f"{recipe.key}.resume.safetensors"
+
+
+class TrainingIncomplete(RuntimeError):
+    """Raised by :func:`load_or_train_cdm` when a time budget stopped training before the end."""
+
+
+def load_cdm(path: Path) -> tuple[ClassConditionalUNet, dict]:
+    """Load a finished CDM artifact (EMA weights) and its manifest (sha256 verified)."""
+    tensors, manifest = load_artifact(path)
+    model = ClassConditionalUNet(CDMConfig.from_dict(manifest["config"]["cdm"]))
+    model.load_state_dict(_strip(tensors, "model."))
+    return model.eval().requires_grad_(False), manifest
+
+
+def load_or_train_cdm(
+    recipe: CDMRecipe,
+    publish: bool = False,
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> tuple[ClassConditionalUNet, dict]:
+    """The trained CDM of ``recipe``: loaded if finished, else trained (resuming any checkpoint) and saved.
+
+    Looks in the committed ``artifacts/cdm/`` first, then in the scratch cache. A finished model is
+    saved as EMA weights + loss history with a manifest (config, steps, data fingerprint, wall time,
+    sha256); its resume checkpoint is then deleted.
+
+    Args:
+        recipe: Data, architecture and optimisation.
+        publish: Train into ``artifacts/`` (the published book) rather than the cache.
+        max_seconds: Time budget of this call; when it runs out a checkpoint is written and
+            :class:`TrainingIncomplete` raised (call again to resume).
+        progress: tqdm bar.
+
+    Returns:
+        ``(model, manifest)``: the EMA model (eval, frozen) and its manifest.
+    """
+    for pub in (True, False):
+        final, _ = _paths(recipe, pub)
+        if final.exists() and final.with_suffix(".json").exists():
+            if progress:
+                print(f"found cached CDM ({final.parent.name}/{final.name}), loading")
+            return load_cdm(final)
+    final, resume = _paths(recipe, publish)
+    images, labels = load_dataset(recipe.data, "train")
+    result = train_cdm(recipe.cdm, recipe.train, images, labels, resume, max_seconds=max_seconds,
+                       progress=progress)
+    if not result.finished:
+        raise TrainingIncomplete(f"stopped at step {result.step}/{recipe.train.steps}; checkpoint {resume}")
+    manifest = {
+        "stage": STAGE, "version": STAGE_VERSION, "key": recipe.key, "config": recipe.to_dict(),
+        "steps": result.step, "data": data_fingerprint(images, labels), "parameters": num_parameters(result.model),
+        "wall_time_s": round(result.wall_time_s, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch": torch.__version__, "final_loss": float(np.mean(result.losses[-500:])),
+    }
+    tensors = {**{f"model.{k}": v for k, v in result.model.state_dict().items()},
+               "losses": torch.from_numpy(result.losses)}
+    save_artifact(final, tensors, manifest)
+    for p in (resume, resume.with_suffix(".json")):
+        p.unlink(missing_ok=True)
+    return load_cdm(final)
+
+
+@dataclass
+class BookCDM:
+    """A chapter's CDM with what every image chapter needs beside it."""
+
+    model: ClassConditionalUNet
+    recipe: CDMRecipe
+    manifest: dict
+    images: Tensor
+    labels: Tensor
+
+    @property
+    def alpha_bar(self) -> Tensor:
+        return self.recipe.train.alpha_bar()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.recipe.data.classes
+
+    def losses(self) -> np.ndarray:
+        """Per-step training losses of the model, from its artifact."""
+        for pub in (True, False):
+            final, _ = _paths(self.recipe, pub)
+            if final.exists():
+                return load_artifact(final)[0]["losses"].numpy()
+        raise FileNotFoundError(f"no finished CDM artifact for key {self.recipe.key}")
+
+
+def load_book_cdm(dataset: str, profile: str, progress: bool = True) -> BookCDM:
+    """The book's CDM of ``dataset`` in ``profile`` (trained if needed, see :func:`load_or_train_cdm`) and
+    its training set."""
+    recipe = cdm_recipe(dataset, profile)
+    model, manifest = load_or_train_cdm(recipe, publish=profile == "full", progress=progress)
+    images, labels = load_dataset(recipe.data, "train")
+    return BookCDM(model, recipe, manifest, images, labels)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m paperlib.train", description="Train (a piece of) a CDM.")
+    parser.add_argument("--dataset", choices=DATASETS, required=True)
+    parser.add_argument("--profile", choices=["smoke", "full"], default="full")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--scratch", action="store_true", help="train into the cache, not artifacts/")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = cdm_recipe(args.dataset, args.profile)
+    print(json.dumps({"key": recipe.key, **recipe.to_dict()}, indent=1))
+    budget = None if args.max_minutes is None else 60 * args.max_minutes
+    try:
+        _, manifest = load_or_train_cdm(recipe, publish=not args.scratch, max_seconds=budget)
+        print(f"done: {manifest['key']} ({manifest['steps']} steps, {manifest['wall_time_s']} s)")
+    except TrainingIncomplete as exc:
+        print(f"paused: {exc}")
+
+
+if __name__ == "__main__":
+    main()
