@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 PROFILE ?= full
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit notebooks book lint clean
+.PHONY: help env test unit notebooks book lint clean bench train
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 lint: env ## ruff on the library and the tests
-	$(PY) -m ruff check paperlib tests
+	$(PY) -m ruff check paperlib tests bench
 
 unit: env ## Unit tests only (fast)
 	$(PY) -m pytest -m "not slow and not notebook"
@@ -35,6 +35,12 @@ notebooks: env ## Execute the notebooks with papermill (PROFILE=full|smoke)
 book: env ## Execute the notebooks (full profile) and build the HTML book into _build/html
 	$(PY) -m paperlib.book execute --profile $(PROFILE)
 	$(PY) -m paperlib.book build --profile $(PROFILE) --strict
+
+bench: env ## Benchmark subspace iteration vs exact Jacobian SVD on the 32x32 CDM (writes bench/results.json)
+	$(PY) bench/clarid_bench.py
+
+train: env ## Train a 100-minute piece of a book CDM, resuming where it stopped (DATASET=shapes|cifar10)
+	$(PY) -m paperlib.train --dataset $(DATASET) --profile full --max-minutes 100
 
 clean: ## Remove built books and scratch caches (keeps .venv and committed artifacts)
 	rm -rf _build _cache

@@ -322,3 +322,30 @@ def summarize_outputs(outputs: dict[str, Tensor], y: int = 1, cfg: ToyConfig = T
         }
         for name, z in outputs.items()
     }
+
+
+def top_direction_stats(model: ToyDenoiser, x: Tensor, y: int, t_star: int, num_steps: int = 100,
+                        cfg: ToyConfig = ToyConfig()) -> dict[str, float]:
+    """Where the top extraneous direction points, and how dominant it is, over a set of points.
+
+    Args:
+        model: Trained :class:`ToyDenoiser`.
+        x: ``[N, 2]`` points of class ``y``.
+        y: Their class.
+        t_star: Inversion time.
+        num_steps: DDIM steps over ``[0, T]``.
+        cfg: Toy constants.
+
+    Returns:
+        ``{"angle": median angle of v_1 in degrees within [0, 180) (90 = the x2 axis), "angle_iqr": its
+        interquartile range, "ratio": median sigma_1 / sigma_2}``.
+    """
+    from paperlib.clarid import clarid
+
+    labels = torch.full((x.shape[0],), y, dtype=torch.long)
+    res = clarid(model, model.features, x, labels, toy_alpha_bar(cfg), t_star, K=2, method="exact",
+                 num_steps=num_steps, progress=False, keep_directions=True)
+    v = res.directions[:, :, 0]
+    angle = torch.rad2deg(torch.atan2(v[:, 1], v[:, 0])) % 180
+    return {"angle": float(angle.median()), "angle_iqr": float(angle.quantile(0.75) - angle.quantile(0.25)),
+            "ratio": float((res.sigma[:, 0] / res.sigma[:, 1]).median())}

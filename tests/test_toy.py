@@ -13,6 +13,7 @@ from paperlib.toy import (
     provenance_table,
     sample_toy,
     summarize_outputs,
+    top_direction_stats,
     toy_log_density,
     train_toy_denoiser,
 )
@@ -107,3 +108,10 @@ def test_provenance_covers_every_field():
     rows = provenance_table(ToyConfig())
     assert {r["tag"] for r in rows} <= {"S", "R", "O"}
     assert len(rows) == len(ToyConfig.__dataclass_fields__)
+
+
+def test_top_direction_stats(toy_model, toy_cfg):
+    x, _ = sample_toy(64, 5, toy_cfg, y=1)
+    s = top_direction_stats(toy_model, x, 1, 600, num_steps=20, cfg=toy_cfg)
+    assert 0 <= s["angle"] < 180 and 0 <= s["angle_iqr"] <= 180
+    assert s["ratio"] >= 1.0  # sigma_1 >= sigma_2 by construction
