@@ -1,0 +1,49 @@
+"""Pooled CDM features of images at their DDIM inversion."""
+
+import pytest
+import torch
+
+from paperlib.data import to_model_range
+from paperlib.diffusion import alpha_bar, ddim_invert, linear_beta_schedule
+from paperlib.features import image_features, layer_time_features
+from paperlib.models import CDMConfig, ClassConditionalUNet
+
+TINY = CDMConfig(sample_size=8, num_classes=3, block_out_channels=(8, 8), attention_levels=(1,), norm_num_groups=4,
+                 attention_head_dim=8)
+AB = alpha_bar(linear_beta_schedule())
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = ClassConditionalUNet(TINY).eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 3, 8, 8), generator=g, dtype=torch.uint8)
+    return model, images, torch.tensor([0, 1, 2, 0, 1])
+
+
+def test_features_at_t0_are_the_clean_images(setup):
+    model, images, labels = setup
+    f = layer_time_features(model, images, labels, AB, [0], ["mid", "down.0"], num_steps=10, progress=False)
+    x0 = to_model_range(images)
+    torch.testing.assert_close(f[("mid", 0)], model.pooled_features(x0, torch.zeros(5), labels, "mid"))
+    assert f[("down.0", 0)].shape == (5, 8)
+
+
+def test_features_at_t_use_the_inversion(setup):
+    model, images, labels = setup
+    f = layer_time_features(model, images, labels, AB, [300, 500], ["mid"], num_steps=10, batch_size=2,
+                            progress=False)
+    x_t = ddim_invert(model, to_model_range(images), labels, AB, 500, num_steps=10)
+    torch.testing.assert_close(f[("mid", 500)], model.pooled_features(x_t, torch.full((5,), 500), labels, "mid"),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(image_features(model, images, labels, AB, 300, "mid", 10, progress=False),
+                               f[("mid", 300)])
+
+
+def test_bad_arguments(setup):
+    model, images, labels = setup
+    with pytest.raises(ValueError, match="DDIM grid"):
+        layer_time_features(model, images, labels, AB, [250], ["mid"], num_steps=10, progress=False)
+    with pytest.raises(ValueError, match="layers must be among"):
+        layer_time_features(model, images, labels, AB, [0], ["middle"], num_steps=10, progress=False)

@@ -1,0 +1,56 @@
+"""t* by two-stage sampling, and the hand-over of chosen values between chapters."""
+
+import pytest
+import torch
+from torch import nn
+
+from paperlib.diffusion import alpha_bar, linear_beta_schedule
+from paperlib.models import CDMConfig, ClassConditionalUNet
+from paperlib.selection import choose_t_star, load_choice, record_choice, two_stage_accuracy
+
+TINY = CDMConfig(sample_size=8, num_classes=2, block_out_channels=(8, 8), attention_levels=(1,), norm_num_groups=4,
+                 attention_head_dim=8)
+
+
+class Constant(nn.Module):
+    """Predicts class ``c`` for every image."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        return nn.functional.one_hot(torch.full((len(x),), self.c), 2).float()
+
+
+def test_two_stage_accuracy_table():
+    torch.manual_seed(0)
+    model = ClassConditionalUNet(TINY).eval().requires_grad_(False)
+    ab = alpha_bar(linear_beta_schedule())
+    table, samples = two_stage_accuracy(model, {"zero": Constant(0), "one": Constant(1)}, ab, [0, 500, 1000], 3,
+                                        num_steps=10, progress=False)
+    assert set(samples) == {0, 500, 1000} and samples[0].shape == (6, 3, 8, 8) and samples[0].dtype == torch.uint8
+    # Half the samples are of each class, so each constant classifier is right on exactly half.
+    assert (table.accuracy == 0.5).all() and set(table.classifier) == {"zero", "one", "mean"}
+    # Same noise at every switch time; fully unconditional and fully conditional runs differ.
+    assert not torch.equal(samples[0], samples[1000])
+    with pytest.raises(ValueError, match="DDIM grid"):
+        two_stage_accuracy(model, {}, ab, [250], 3, num_steps=10, progress=False)
+
+
+def test_choose_t_star():
+    t = [0, 200, 400, 600, 800, 1000]
+    acc = [0.1, 0.3, 0.7, 0.89, 0.905, 0.91]
+    out = choose_t_star(t, acc, delta=0.01)
+    assert out["saturation"] == 800  # first t within 1 point of 0.91
+    assert out["knee"] in t
+
+
+def test_choices_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    record_choice("smoke", "shapes", "t_star", 600, "test")
+    record_choice("smoke", "cifar10", "t_star", 400, "test")
+    assert load_choice("smoke", "shapes", "t_star") == 600
+    assert load_choice("smoke", "cifar10", "t_star") == 400
+    with pytest.raises(KeyError, match="02_t_star"):
+        load_choice("smoke", "shapes", "feature_t")
