@@ -289,3 +289,32 @@ def book_clarid_run(
     tensors, _ = clarid_dataset(cdm.model, cdm.manifest["key"], cdm.images, cdm.labels, subset, cdm.alpha_bar, cfg,
                                 publish=profile == "full", progress=progress)
     return tensors, cfg
+
+
+def canonical_features(
+    cdm: BookCDM, run: dict[str, Tensor], cfg: ClaridConfig, layer: str, t: int, num_steps: int = 100,
+    publish: bool = False, progress: bool = True,
+) -> tuple[dict[str, Tensor], dict]:
+    """Canonical Features (§3.7) of a CLARID run, and the same features of its CFG samples and originals.
+
+    Each is ``avgpool f_{l_f,t_f}`` at the DDIM inversion of the image to ``t_f``
+    (:func:`paperlib.features.image_features`), one rule for all three.
+
+    Returns:
+        ``(tensors, manifest)`` with ``canonical``, ``cfg`` (first CFG scale), ``original`` ``[M, C_l]``,
+        and the run's ``indices`` and ``labels``.
+    """
+    from paperlib.features import image_features
+
+    config = {"model": cdm.manifest["key"], "clarid": cfg.to_dict(), "indices_sha": config_key(run["indices"].tolist()),
+              "layer": layer, "t": int(t), "num_steps": num_steps}
+
+    def compute() -> dict[str, Tensor]:
+        labels = run["labels"]
+        sets = {"canonical": run["img.clarid"], "cfg": run[f"img.cfg{cfg.cfg_scales[0]:g}"],
+                "original": cdm.images[run["indices"]]}
+        out = {k: image_features(cdm.model, v, labels, cdm.alpha_bar, int(t), layer, num_steps, progress=progress)
+               for k, v in sets.items()}
+        return {**out, "indices": run["indices"], "labels": labels}
+
+    return load_or_compute("canonical_features", config, compute, 1, publish, verbose=progress)

@@ -81,3 +81,13 @@ def test_nmi_notebook_smoke():
         for method in ("original", "clarid", "random", "cfg3"):
             assert 0 <= _mean(g[f"nmi_{ds}_{method}"]) <= 1
     assert "saturated" in g["verdict_text"]
+
+
+def test_canonical_samples_notebook_smoke():
+    g = _run("05_canonical_samples")  # reads chapters 2-4's recorded choices
+    for name in ["fig_gallery_shapes", "fig_gallery_cifar10", "table_factors", "table_probe_checks", "table_cache",
+                 "verdict_factors"]:
+        assert name in g, name
+    for key in ("cls_orig", "cls_clarid", "cls_random", "fam_clarid"):
+        assert 0 <= float(g[key]) <= 1, key
+    assert float(g["inside_orig"]) == 0 and float(g["outside_orig"]) == 0  # an image does not change itself

@@ -1,0 +1,135 @@
+"""What CLARID changes, factor by factor, on the shapes dataset (beyond the paper; issue "measured").
+
+The paper says extraneous directions carry class-irrelevant content (background, co-occurring objects) and
+that CFG, unlike CLARID, injects class-correlated background. Shapes know every factor of every image, so we
+measure it instead of looking: for each method's output against its input,
+
+- the class: the classifiers of chapter 2 on the output;
+- the foreground colour: median colour inside the (eroded) input mask;
+- the change inside vs outside the input's foreground (mean absolute pixel change);
+- the background: a probe that reads the background family from a background-only view (the foreground's
+  box greyed out, :func:`paperlib.data.background_only`), and a probe that reads the *class* from that view,
+  the shortcut CFG is said to strengthen.
+
+Per-pixel change is naturally larger on small, high-contrast objects, so every number is compared with the
+control that removes as many random directions, not read in absolute terms.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from paperlib.classifiers import ClassifierConfig, load_or_train_classifier, predict
+from paperlib.data import ShapesData, background_only, backgrounds_challenge, make_shapes
+
+BOX_MARGIN = 1
+"""Margin of the greyed foreground box of the background-only view (pixels, at 16x16)."""
+
+
+def _erode(masks: Tensor) -> Tensor:
+    m = masks.float()[:, None]
+    return (-nn.functional.max_pool2d(-m, 3, 1, 1))[:, 0] > 0.5
+
+
+def foreground_color(images: Tensor, masks: Tensor) -> Tensor:
+    """Median colour (in ``[0, 1]``) of each image inside its eroded foreground mask (the mask itself if
+    erosion empties it).
+
+    Args:
+        images: ``[N, 3, H, W]`` uint8.
+        masks: ``[N, H, W]`` bool.
+
+    Returns:
+        ``[N, 3]`` float.
+    """
+    inner = _erode(masks)
+    inner = torch.where(inner.flatten(1).any(1)[:, None, None], inner, masks)
+    out = []
+    for img, m in zip(images.float() / 255, inner):
+        out.append(img[:, m].median(dim=1).values)
+    return torch.stack(out)
+
+
+def pixel_change(before: Tensor, after: Tensor, masks: Tensor) -> dict[str, Tensor]:
+    """Mean absolute change per image (``[0, 1]`` scale) inside and outside the foreground mask.
+
+    Returns:
+        ``{"inside": [N], "outside": [N]}``.
+    """
+    d = (after.float() - before.float()).abs().mean(1) / 255  # [N, H, W]
+    m = masks.float()
+    return {"inside": (d * m).sum((1, 2)) / m.sum((1, 2)).clamp(min=1),
+            "outside": (d * (1 - m)).sum((1, 2)) / (1 - m).sum((1, 2)).clamp(min=1)}
+
+
+def train_background_probes(
+    n: int, size: int, seed: int, epochs: int = 10, bg_correlation: float = 0.9, publish: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, nn.Module], pd.DataFrame]:
+    """Probes that read the background family and the class from background-only views.
+
+    Trained on a fresh shapes draw (``seed``, disjoint from the CDM's data), with the class/background
+    correlation of the training set. The class probe is checked on the Mixed-Rand split, where the background
+    carries no class information: it must sit at chance there, or it reads the silhouette.
+
+    Returns:
+        ``({"bg_family": probe, "class_from_bg": probe}, checks)``: ``checks`` has the probes' accuracies on a
+        held-out draw (original backgrounds and Mixed-Rand).
+    """
+    train = make_shapes(n, seed, size, bg_correlation)
+    test = make_shapes(max(200, n // 5), seed + 1, size, bg_correlation)
+    mixed = backgrounds_challenge(test, seed + 2)["mixed_rand"]
+    view = background_only(train.images, train.masks, BOX_MARGIN)
+    probes, rows = {}, []
+    for name, target in (("bg_family", "bg_family"), ("class_from_bg", "shape")):
+        cfg = ClassifierConfig(arch="resnet", epochs=epochs, seed=seed, hflip=True)
+        fp = f"bgprobe-{n}-{size}-{seed}-{bg_correlation}-{target}"
+        probes[name], _ = load_or_train_classifier(cfg, view, train.factors[target], 10, fp, publish, progress)
+        for split, d in (("held-out", test), ("mixed_rand", mixed)):
+            pred = predict(probes[name], background_only(d.images, d.masks, BOX_MARGIN)).argmax(1)
+            rows.append({"probe": name, "split": split,
+                         "accuracy": (pred == d.factors[target]).float().mean().item()})
+    return probes, pd.DataFrame(rows)
+
+
+def factor_changes(
+    inputs: ShapesData,
+    outputs: dict[str, Tensor],
+    classifiers: dict[str, nn.Module],
+    probes: dict[str, nn.Module],
+) -> pd.DataFrame:
+    """Per method, what changed between each input and its output (means over images).
+
+    Args:
+        inputs: The CLARID run's input images with masks and factors.
+        outputs: ``method -> [N, 3, H, W] uint8`` outputs aligned with ``inputs``.
+        classifiers: Chapter 2's classifiers (class kept = mean accuracy of the three).
+        probes: From :func:`train_background_probes`.
+
+    Returns:
+        One row per method: ``class kept``, ``Δ fg colour``, ``change inside fg``, ``change outside fg``,
+        ``inside / outside``, ``bg family kept``, ``class from bg`` (all images) and ``class from bg (random
+        bg)`` (inputs whose background family is not their class's own).
+    """
+    fg_in = foreground_color(inputs.images, inputs.masks)
+    own = inputs.factors["bg_family"] == inputs.labels
+    rows = {}
+    for name, out in {"original": inputs.images, **outputs}.items():
+        view = background_only(out, inputs.masks, BOX_MARGIN)
+        cls = torch.stack([(predict(c, out).argmax(1) == inputs.labels).float() for c in classifiers.values()])
+        bg_fam = predict(probes["bg_family"], view).argmax(1) == inputs.factors["bg_family"]
+        cls_bg = predict(probes["class_from_bg"], view).argmax(1) == inputs.labels
+        change = pixel_change(inputs.images, out, inputs.masks)
+        rows[name] = {
+            "class kept": cls.mean().item(),
+            "Δ fg colour": (foreground_color(out, inputs.masks) - fg_in).norm(dim=1).mean().item(),
+            "change inside fg": change["inside"].mean().item(),
+            "change outside fg": change["outside"].mean().item(),
+            "inside / outside": (change["inside"].mean() / change["outside"].mean().clamp(min=1e-8)).item(),
+            "bg family kept": bg_fam.float().mean().item(),
+            "class from bg": cls_bg.float().mean().item(),
+            "class from bg (random bg)": cls_bg[~own].float().mean().item() if (~own).any() else float("nan"),
+        }
+    return pd.DataFrame(rows).T
