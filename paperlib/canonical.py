@@ -53,6 +53,7 @@ class ClaridConfig:
         tol: Subspace-angle tolerance of the iteration.
         max_iter: Iteration cap.
         squared_evr: EVR from ``sigma^2`` (spec §5.1 default).
+        clip_x0: Clamp the predicted clean image at every decoding step (pixel models; inversion never clips).
         seed: Seeds the iteration's random start and the random-direction control, per image.
     """
 
@@ -67,6 +68,7 @@ class ClaridConfig:
     tol: float = 1e-3
     max_iter: int = 60
     squared_evr: bool = True
+    clip_x0: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -144,7 +146,7 @@ def clarid_batch(
 
     def decode(z: Tensor, w: float = 1.0) -> Tensor:
         return from_model_range(ddim_decode(model, z, y, alpha_bar, cfg.t_star, 0, cfg.num_steps, w,
-                                            model.null_class))
+                                            model.null_class, clip_x0=cfg.clip_x0))
 
     clarep = project_out(x_t, V * keep_first(k_star))
     R = torch.stack([_random_directions(n, cfg.K, int(s) + cfg.seed + 7919) for s in seeds])
@@ -258,7 +260,7 @@ def decode_k_sweep(
                                      generator=seed + cfg.seed)
     z = torch.stack([project_out(x_t[0], V[:, :k]) for k in ks])
     out = ddim_decode(model, z, y.expand(len(ks)), alpha_bar, cfg.t_star, 0, cfg.num_steps, cfg.guidance_scale,
-                      model.null_class)
+                      model.null_class, clip_x0=cfg.clip_x0)
     return from_model_range(out), sigma
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "background_only",
     "backgrounds_challenge",
     "foreground_box_mask",
+    "fingerprint",
     "from_model_range",
     "load_cifar10",
     "make_shapes",
@@ -665,6 +666,25 @@ def background_only(images: Tensor, masks: Tensor, margin: int = 2, fill: int = 
 # ----------------------------------------------------------------------------------------------------------
 # Subsets
 # ----------------------------------------------------------------------------------------------------------
+
+
+def fingerprint(images: Tensor, labels: Tensor) -> str:
+    """A short sha256 of a labelled image set (shapes and bytes): identifies training data in keys and manifests.
+
+    Args:
+        images: ``[N, 3, H, W]`` ``torch.uint8``.
+        labels: ``[N]`` ``torch.int64``.
+
+    Returns:
+        16 hex characters.
+    """
+    _check_images(images)
+    if not isinstance(labels, Tensor) or labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must be a tensor of shape [N] = [{images.shape[0]}]")
+    h = hashlib.sha256(f"{tuple(images.shape)} {tuple(labels.shape)}".encode())
+    h.update(images.contiguous().numpy())  # buffer protocol, no copy
+    h.update(labels.contiguous().numpy())
+    return h.hexdigest()[:16]
 
 
 def stratified_subset(

@@ -144,13 +144,20 @@ def guided_eps(
     return eps_u + guidance_scale * (eps_c - eps_u)
 
 
-def ddim_step(x: Tensor, eps: Tensor, alpha_bar_from: Tensor | float, alpha_bar_to: Tensor | float) -> Tensor:
+def ddim_step(x: Tensor, eps: Tensor, alpha_bar_from: Tensor | float, alpha_bar_to: Tensor | float,
+              clip_x0: bool = False) -> Tensor:
     """One deterministic DDIM update (Eq. 10, ``eta = 0``), valid in both directions.
 
     :math:`x_{to} = \\sqrt{\\bar\\alpha_{to}}\\,\\hat x_0 + \\sqrt{1-\\bar\\alpha_{to}}\\,\\epsilon`, with
-    :math:`\\hat x_0` from ``x`` at ``alpha_bar_from``.
+    :math:`\\hat x_0` from ``x`` at ``alpha_bar_from``. ``clip_x0`` clamps :math:`\\hat x_0` to ``[-1, 1]`` and
+    re-derives :math:`\\epsilon` from it (diffusers' ``clip_sample``): standard for pixel models when decoding,
+    never used for inversion, which it would make inexact.
     """
     x0 = predict_x0_from_eps(x, eps, alpha_bar_from)
+    if clip_x0:
+        ab_from = torch.as_tensor(alpha_bar_from, dtype=x.dtype, device=x.device)
+        x0 = x0.clamp(-1.0, 1.0)
+        eps = (x - ab_from.sqrt() * x0) / (1.0 - ab_from).sqrt()
     ab_to = torch.as_tensor(alpha_bar_to, dtype=x.dtype, device=x.device)
     return ab_to.sqrt() * x0 + (1.0 - ab_to).sqrt() * eps
 
@@ -166,6 +173,7 @@ def _run(
     progress: bool,
     return_trajectory: bool,
     desc: str,
+    clip_x0: bool = False,
 ) -> Tensor | tuple[Tensor, dict[int, Tensor]]:
     y = _check_labels(y, x)
     ab = alpha_bar.to(x.device)
@@ -173,7 +181,7 @@ def _run(
     for t_from, t_to in tqdm(list(zip(times[:-1], times[1:])), desc=desc, disable=not progress, leave=False):
         # Decoding evaluates eps at the noisier end; inversion (upward) at the current, cleaner end.
         eps = guided_eps(eps_model, x, t_from, y, guidance_scale, null_class)
-        x = ddim_step(x, eps, ab[t_from].to(x.dtype), ab[t_to].to(x.dtype))
+        x = ddim_step(x, eps, ab[t_from].to(x.dtype), ab[t_to].to(x.dtype), clip_x0)
         if return_trajectory:
             traj[t_to] = x
     return (x, traj) if return_trajectory else x
@@ -237,6 +245,7 @@ def ddim_decode(
     null_class: int | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
+    clip_x0: bool = False,
 ) -> Tensor | tuple[Tensor, dict[int, Tensor]]:
     """Deterministic DDIM decoding :math:`F_{dec}` from ``t_from`` down to ``t_to`` (Eq. 10).
 
@@ -252,6 +261,8 @@ def ddim_decode(
         null_class: Unconditional label, needed when ``guidance_scale != 1``.
         progress: Show a tqdm bar.
         return_trajectory: Also return ``{t: x_t}`` for every grid time visited.
+        clip_x0: Clamp the predicted clean sample to ``[-1, 1]`` at every step (pixel models; see
+            :func:`ddim_step`).
 
     Returns:
         ``x_{t_to}`` of shape ``[B, *D]`` (and the trajectory if asked).
@@ -262,7 +273,7 @@ def ddim_decode(
         raise ValueError(f"ddim_decode needs t_from > t_to, got t_from={t_from}, t_to={t_to}")
     times = grid[i1 : i0 + 1].flip(0).tolist()
     return _run(eps_model, x_t, y, alpha_bar, times, guidance_scale, null_class, progress, return_trajectory,
-                "DDIM decoding")
+                "DDIM decoding", clip_x0)
 
 
 def _noise(shape: tuple[int, ...], generator: torch.Generator | int | None, device: str | torch.device) -> Tensor:
@@ -283,6 +294,7 @@ def ddim_sample(
     null_class: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    clip_x0: bool = False,
 ) -> Tensor:
     """Sample from the CDM: ``x_T ~ N(0, I)`` (drawn on the CPU from ``generator``), then :func:`ddim_decode` to 0.
 
@@ -297,13 +309,15 @@ def ddim_sample(
         null_class: Unconditional label.
         device: Where the model runs.
         progress: Show a tqdm bar.
+        clip_x0: Clamp the predicted clean sample at every step (see :func:`ddim_step`).
 
     Returns:
         ``[B, *D]`` samples.
     """
     x_T = _noise(tuple(shape), generator, device)
     T = len(alpha_bar) - 1
-    return ddim_decode(eps_model, x_T, y, alpha_bar, T, 0, num_steps, guidance_scale, null_class, progress)
+    return ddim_decode(eps_model, x_T, y, alpha_bar, T, 0, num_steps, guidance_scale, null_class, progress,
+                       clip_x0=clip_x0)
 
 
 @torch.no_grad()
@@ -319,6 +333,7 @@ def two_stage_sample(
     guidance_scale: float = 1.0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    clip_x0: bool = False,
 ) -> Tensor:
     """Two-stage sampling used to choose ``t*`` (paper §3.2.1, App. H.1).
 
@@ -338,6 +353,7 @@ def two_stage_sample(
         guidance_scale: CFG scale of the conditional stage.
         device: Where the model runs.
         progress: Show a tqdm bar.
+        clip_x0: Clamp the predicted clean sample at every step (see :func:`ddim_step`).
 
     Returns:
         ``[B, *D]`` samples.
@@ -349,7 +365,8 @@ def two_stage_sample(
     y = _check_labels(y, x)
     if t_switch < T:
         x = ddim_decode(eps_model, x, torch.full_like(y, null_class), alpha_bar, T, t_switch, num_steps,
-                        progress=progress)
+                        progress=progress, clip_x0=clip_x0)
     if t_switch > 0:
-        x = ddim_decode(eps_model, x, y, alpha_bar, t_switch, 0, num_steps, guidance_scale, null_class, progress)
+        x = ddim_decode(eps_model, x, y, alpha_bar, t_switch, 0, num_steps, guidance_scale, null_class, progress,
+                        clip_x0=clip_x0)
     return x

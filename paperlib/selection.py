@@ -39,6 +39,7 @@ def two_stage_accuracy(
     num_steps: int = 50,
     seed: int = 0,
     batch_size: int = 500,
+    clip_x0: bool = True,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict[int, Tensor]]:
     """Classifier accuracy on two-stage samples for every switch time ``t_c`` (App. H.1, Fig. 20).
@@ -55,6 +56,7 @@ def two_stage_accuracy(
         num_steps: DDIM steps (the paper: 50).
         seed: Seed of the initial noise.
         batch_size: Samples per DDIM batch.
+        clip_x0: Clamp the predicted clean image at every DDIM step (diffusers' ``clip_sample``).
         progress: tqdm bar.
 
     Returns:
@@ -77,7 +79,7 @@ def two_stage_accuracy(
         for b, start in enumerate(range(0, len(labels), batch_size)):
             y = labels[start : start + batch_size]
             x = two_stage_sample(model, (len(y), 3, s, s), y, alpha_bar, t_c, model.null_class,
-                                 generator=seed * 100_003 + b, num_steps=num_steps)
+                                 generator=seed * 100_003 + b, num_steps=num_steps, clip_x0=clip_x0)
             imgs.append(from_model_range(x))
         samples[t_c] = torch.cat(imgs)
         accs = {}

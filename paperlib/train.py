@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import signal
 import time
@@ -32,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from paperlib.cache import config_key, load_artifact, save_artifact
-from paperlib.data import DATASETS, DatasetConfig, load_dataset
+from paperlib.data import DATASETS, DatasetConfig, fingerprint, load_dataset
 from paperlib.diffusion import alpha_bar, linear_beta_schedule, q_sample
 from paperlib.models import CDMConfig, ClassConditionalUNet, num_parameters
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
@@ -98,14 +97,6 @@ class TrainResult:
     step: int
     finished: bool
     wall_time_s: float
-
-
-def data_fingerprint(images: Tensor, labels: Tensor) -> str:
-    """sha256 (16 hex digits) of the uint8 images and labels: identifies the training set in manifests."""
-    h = hashlib.sha256()
-    h.update(images.contiguous().numpy().tobytes())
-    h.update(labels.contiguous().numpy().astype(np.int64).tobytes())
-    return h.hexdigest()[:16]
 
 
 def _batch_generator(seed: int, step: int) -> torch.Generator:
@@ -228,7 +219,7 @@ def train_cdm(
         if progress:
             print(f"resuming {checkpoint.name} at step {step}/{cfg.steps}")
     ab = cfg.alpha_bar().float()
-    meta = {"cdm": cdm_cfg.to_dict(), "train": cfg.to_dict(), "data": data_fingerprint(images, labels),
+    meta = {"cdm": cdm_cfg.to_dict(), "train": cfg.to_dict(), "data": fingerprint(images, labels),
             "parameters": num_parameters(model)}
 
     def save() -> None:
@@ -373,7 +364,7 @@ def load_or_train_cdm(
         raise TrainingIncomplete(f"stopped at step {result.step}/{recipe.train.steps}; checkpoint {resume}")
     manifest = {
         "stage": STAGE, "version": STAGE_VERSION, "key": recipe.key, "config": recipe.to_dict(),
-        "steps": result.step, "data": data_fingerprint(images, labels), "parameters": num_parameters(result.model),
+        "steps": result.step, "data": fingerprint(images, labels), "parameters": num_parameters(result.model),
         "wall_time_s": round(result.wall_time_s, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "torch": torch.__version__, "final_loss": float(np.mean(result.losses[-500:])),
     }

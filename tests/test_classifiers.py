@@ -6,16 +6,17 @@ from paperlib import classifiers
 from paperlib.classifiers import (
     CLASSIFIER_ARCHS,
     IMAGE_SIZES,
+    RECOMMENDED_EPOCHS,
     ClassifierConfig,
     accuracy,
     ensemble_accuracy,
-    fingerprint,
     load_or_train_classifier,
     make_classifier,
     predict,
     random_crop_flip,
     train_classifier,
 )
+from paperlib.data import DATASETS, fingerprint
 
 TINY = {"epochs": 1, "batch_size": 16}
 
@@ -46,6 +47,11 @@ def test_every_arch_builds_and_predicts(arch, size):
     assert model.training  # predict restores the mode
     with pytest.raises(ValueError, match="x must be"):
         model(torch.rand(2, 3, size + 8, size + 8))
+
+
+def test_recommended_epochs_cover_every_dataset_and_arch():
+    assert set(RECOMMENDED_EPOCHS) == set(DATASETS)
+    assert all(set(per_arch) == set(CLASSIFIER_ARCHS) for per_arch in RECOMMENDED_EPOCHS.values())
 
 
 def test_bad_arguments():
@@ -157,3 +163,15 @@ def test_load_or_train_uses_the_cache(monkeypatch):
     assert torch.equal(predict(model, x), predict(loaded, x))
     with pytest.raises(AssertionError, match="trained again"):  # other data, other key
         load_or_train_classifier(cfg, x, y, 10, "another dataset", progress=False)
+
+
+def test_classifier_data_decorrelates_shapes_backgrounds():
+    from types import SimpleNamespace
+
+    from paperlib.classifiers import classifier_data
+    from paperlib.train import cdm_recipe
+
+    shapes = classifier_data(SimpleNamespace(recipe=cdm_recipe("shapes", "full")))
+    assert shapes.bg_correlation == 0.0 and shapes.seed == cdm_recipe("shapes", "full").data.seed + 1
+    cifar = cdm_recipe("cifar10", "full")
+    assert classifier_data(SimpleNamespace(recipe=cifar)) == cifar.data

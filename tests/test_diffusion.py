@@ -143,3 +143,22 @@ def test_sampling_is_seeded_and_two_stage_limits(toy_model, toy_cfg):
     assert torch.allclose(two_stage_sample(toy_model, (8, 2), y, ab, 0, NULL_CLASS, 7), uncond, atol=1e-6)
     with pytest.raises(ValueError, match="t_switch"):
         two_stage_sample(toy_model, (8, 2), y, ab, 510, NULL_CLASS, 7)
+
+
+def test_clip_x0_keeps_decodes_in_range():
+    ab = alpha_bar(linear_beta_schedule())
+
+    def wild(x, t, y):  # a poor noise model whose x0 predictions leave [-1, 1]
+        return -3.0 * x
+
+    x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(4, dtype=torch.long)
+    free = ddim_decode(wild, x_T, y, ab, 1000, 0, num_steps=10)
+    clipped = ddim_decode(wild, x_T, y, ab, 1000, 0, num_steps=10, clip_x0=True)
+    assert free.abs().max() > 1 and clipped.abs().max() <= 1.0
+    # Clipping is a no-op when the predictions stay inside [-1, 1].
+    def calm(x, t, y):
+        return torch.zeros_like(x)
+    x = torch.full((2, 2), 0.01)
+    torch.testing.assert_close(ddim_decode(calm, x, y[:2], ab, 500, 0, num_steps=10, clip_x0=True),
+                               ddim_decode(calm, x, y[:2], ab, 500, 0, num_steps=10))
