@@ -65,26 +65,67 @@ def execute_notebook(path: Path, profile: str, log_output: bool = False) -> tupl
     return out, time.perf_counter() - start
 
 
+DATA_UNAVAILABLE = "CIFAR-10 not found"
+"""Start of the error :func:`paperlib.data.load_cifar10` raises when no copy of the data can be had."""
+
+
+def _skipped_path(profile: str) -> Path:
+    return BUILD_DIR / profile / "skipped.json"
+
+
+def skipped(profile: str) -> dict[str, str]:
+    """Notebooks the last :func:`execute` left out of ``profile`` because their data was unavailable."""
+    path = _skipped_path(profile)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def execute(profile: str, names: list[str] | None = None, log_output: bool = False) -> dict[str, float]:
-    """Execute the notebooks (all, or those whose stem is in ``names``); records their wall times."""
+    """Execute the notebooks (all, or those whose stem is in ``names``); records their wall times.
+
+    A notebook that fails only because CIFAR-10 is unavailable (no ``$PAPERLIB_DATA``, no ``../shared``, no
+    internet) is left out with a warning and recorded, so the book still builds from the others (the toy
+    chapter needs no data); any other error stops the run.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
     timings_path = BUILD_DIR / profile / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    left_out = {k: v for k, v in skipped(profile).items() if names and k not in names}
     for nb in notebooks():
         if names and nb.stem not in names:
             continue
         print(f"[{profile}] executing {nb.name} ...", flush=True)
-        _, seconds = execute_notebook(nb, profile, log_output)
+        try:
+            _, seconds = execute_notebook(nb, profile, log_output)
+        except PapermillExecutionError as exc:
+            if DATA_UNAVAILABLE not in str(exc.evalue):
+                raise
+            (source_dir(profile) / "notebooks" / nb.name).unlink(missing_ok=True)
+            left_out[nb.stem] = str(exc.evalue).split(";")[0]
+            print(f"[{profile}] WARNING: {nb.name} left out of the book: {exc.evalue}", flush=True)
+            continue
         timings[nb.stem] = round(seconds, 1)
         print(f"[{profile}] {nb.name}: {seconds:.1f} s", flush=True)
     timings_path.parent.mkdir(parents=True, exist_ok=True)
     timings_path.write_text(json.dumps(timings, indent=2) + "\n")
+    _skipped_path(profile).write_text(json.dumps(left_out, indent=2) + "\n")
     return timings
 
 
+def without_chapters(toc: str, stems: list[str]) -> str:
+    """``_toc.yml`` text with the ``- file: notebooks/<stem>`` entries of ``stems`` removed."""
+    drop = {f"notebooks/{s}" for s in stems}
+    return "".join(line for line in toc.splitlines(keepends=True)
+                   if line.strip().removeprefix("- file:").strip() not in drop)
+
+
 def stage(profile: str) -> Path:
-    """Copy ``book/`` and ``_config.yml`` into the staging folder; every notebook must have been executed."""
+    """Copy ``book/`` and ``_config.yml`` into the staging folder; every notebook must have been executed
+    (or recorded as left out for want of data, see :func:`execute`: its chapter is dropped from the TOC)."""
     src = source_dir(profile)
-    missing = [nb.name for nb in notebooks() if not (src / "notebooks" / nb.name).exists()]
+    left_out = skipped(profile)
+    missing = [nb.name for nb in notebooks()
+               if not (src / "notebooks" / nb.name).exists() and nb.stem not in left_out]
     if missing:
         raise FileNotFoundError(f"not executed in profile {profile!r}: {missing}; run `python -m paperlib.book "
                                 f"execute --profile {profile}` first")
@@ -95,6 +136,10 @@ def stage(profile: str) -> Path:
         else:
             shutil.copy2(item, dest)
     shutil.copy2(REPO_ROOT / "_config.yml", src / "_config.yml")
+    if left_out:
+        (src / "_toc.yml").write_text(without_chapters((REPO_ROOT / "book" / "_toc.yml").read_text(), list(left_out)))
+        for stem, why in left_out.items():
+            print(f"WARNING: chapter {stem} is not in this book: {why}", flush=True)
     return src
 
 
@@ -127,12 +172,67 @@ def glued(path: Path) -> dict[str, str]:
     return values
 
 
+_UNAVAILABLE: dict[str, str] = {}
+"""Datasets the running notebook left out (name -> why), set by :func:`use_datasets`."""
+
+
+def use_datasets(names: list[str]) -> list[str]:
+    """The datasets of ``names`` whose data is here; the others are left out of this notebook, loudly.
+
+    A chapter runs on every dataset it can: without CIFAR-10 (no ``$PAPERLIB_DATA``, no ``../shared``, no
+    internet) it runs on shapes alone. From then on, every value glued under a name that contains a present
+    dataset (``t_star_shapes``) also glues its twin for each missing one (``t_star_cifar10``) as a "not
+    available" note, so the prose and figures that cite it still build.
+
+    Raises:
+        ValueError: if ``names`` is empty, holds an unknown dataset, or none of them is available.
+    """
+    from paperlib.data import DATASETS, dataset_unavailable
+
+    if not names or any(n not in DATASETS for n in names):
+        raise ValueError(f"datasets must be a non-empty list drawn from {DATASETS}, got {names!r}")
+    _UNAVAILABLE.clear()
+    for name in names:
+        why = dataset_unavailable(name)
+        if why is not None:
+            _UNAVAILABLE[name] = why
+            print(f"WARNING: {name} left out of this chapter: {why}", file=sys.stderr, flush=True)
+    present = [n for n in names if n not in _UNAVAILABLE]
+    if not present:
+        raise ValueError(f"none of the datasets {names} is available: {_UNAVAILABLE}")
+    return present
+
+
+def missing_twins(name: str) -> list[tuple[str, str]]:
+    """``(twin name, missing dataset)`` for each dataset :func:`use_datasets` left out, if ``name`` names a
+    present dataset as one of its ``_``-separated parts (``nmi_shapes_clarid`` -> ``nmi_cifar10_clarid``)."""
+    from paperlib.data import DATASETS
+
+    parts = name.split("_")
+    present = [p for p in parts if p in DATASETS and p not in _UNAVAILABLE]
+    if not present:
+        return []
+    i = parts.index(present[0])
+    return [("_".join(parts[:i] + [ds] + parts[i + 1:]), ds) for ds in _UNAVAILABLE]
+
+
+def _glue_missing_twins(name: str, figure: bool) -> None:
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    for twin, ds in missing_twins(name):
+        text = (f"*(Not built: {ds} data was not available when this chapter ran; see Reproducibility.)*"
+                if figure else f"*n/a (no {ds} data)*")
+        glue(twin, Markdown(text), display=False)
+
+
 def glue_md(name: str, text: str) -> None:
     """Glue ``text`` as Markdown for ``{glue:md}`name``` in prose (no quotes, unlike a glued ``str``)."""
     from IPython.display import Markdown
     from myst_nb import glue
 
     glue(name, Markdown(text), display=False)
+    _glue_missing_twins(name, figure=False)
 
 
 def glue_fig(name: str, fig) -> None:
@@ -142,6 +242,7 @@ def glue_fig(name: str, fig) -> None:
 
     glue(name, fig, display=False)
     plt.close(fig)
+    _glue_missing_twins(name, figure=True)
 
 
 def fmt_pm(values, digits: int = 3) -> str:

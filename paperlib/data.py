@@ -900,7 +900,8 @@ def load_cifar10(split: str = "train", source: str | None = None) -> tuple[Tenso
     1. ``$PAPERLIB_DATA``: a ``cifar10-jpeg.tar.gz``, a folder containing one, or a torchvision root (a folder
        containing ``cifar-10-batches-py/``); an invalid value is an error, not skipped;
     2. ``shared_dir()/data/cifar10-jpeg.tar.gz``, verified against ``shared_dir()/data/SHA256SUMS``;
-    3. ``torchvision.datasets.CIFAR10(cache_dir()/"torchvision", download=True)`` (needs internet).
+    3. ``torchvision.datasets.CIFAR10(cache_dir()/"torchvision", download=True)`` (needs internet; skipped
+       when ``$PAPERLIB_OFFLINE`` is set).
 
     An archive is decoded once (tqdm bar, ~20 s for the full set) into ``cache_dir()/cifar10/``, keyed by
     its sha256; later calls load that ``.npz``.
@@ -932,7 +933,8 @@ def load_cifar10(split: str = "train", source: str | None = None) -> tuple[Tenso
         return _load_archive(shared_archive, digest, split)
 
     error: BaseException | None = None
-    if source in (None, "torchvision"):
+    offline = bool(os.environ.get("PAPERLIB_OFFLINE"))
+    if source in (None, "torchvision") and not offline:
         try:
             return _load_torchvision(tv_root, split, download=True)
         except Exception as exc:  # noqa: BLE001 - any failure (offline, no torchvision) ends in the message below
@@ -941,7 +943,8 @@ def load_cifar10(split: str = "train", source: str | None = None) -> tuple[Tenso
         f"CIFAR-10 not found (source={source!r}). Provide it one of three ways: (a) set $PAPERLIB_DATA to "
         f"a {CIFAR10_ARCHIVE} file, a folder containing one, or a torchvision root with {_TV_FOLDER}/ "
         f"(currently {env!r}); (b) place {CIFAR10_ARCHIVE} and its SHA256SUMS in {shared_archive.parent}; "
-        f"(c) let torchvision download it into {tv_root} (needs internet)"
+        f"(c) let torchvision download it into {tv_root} (needs internet"
+        + ("; not tried: $PAPERLIB_OFFLINE is set)" if offline else ")")
         + (f"; the download failed with {type(error).__name__}: {error}" if error is not None else "")
     ) from error
 
@@ -1009,3 +1012,19 @@ def load_dataset(cfg: DatasetConfig, split: str = "train") -> tuple[Tensor, Tens
         return images, labels
     data = load_shapes(cfg)[_SPLITS.index(split)]
     return data.images, data.labels
+
+
+def dataset_unavailable(name: str) -> str | None:
+    """Why dataset ``name`` cannot be loaded here, or ``None`` when it can (shapes always can).
+
+    CIFAR-10 is looked up as :func:`load_cifar10` does (and its test split decoded and cached on the way).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"dataset name must be one of {DATASETS}, got {name!r}")
+    if name == "shapes":
+        return None
+    try:
+        load_cifar10("test")
+    except FileNotFoundError as exc:
+        return str(exc)
+    return None
