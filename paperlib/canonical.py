@@ -37,6 +37,9 @@ STAGE = "clarid_run"
 STAGE_VERSION = 1
 
 
+JACOBIANS = ("feature", "class_score")
+
+
 @dataclass(frozen=True)
 class ClaridConfig:
     """CLARID's hyperparameters for one CDM (the CIFAR-10 values of the paper were lost, spec §11).
@@ -54,6 +57,9 @@ class ClaridConfig:
         max_iter: Iteration cap.
         squared_evr: EVR from ``sigma^2`` (spec §5.1 default).
         clip_x0: Clamp the predicted clean image at every decoding step (pixel models; inversion never clips).
+        jacobian: Whose Jacobian gives the directions: ``"feature"``, the paper's ``f_{l,t*}`` at ``layer``;
+            or ``"class_score"`` (ours, an ablation), ``eps(x, t*, c) - eps(x, t*, null)``, the CDM's implicit
+            class score, whose top directions are those that change the class evidence most.
         seed: Seeds the iteration's random start and the random-direction control, per image.
     """
 
@@ -69,9 +75,12 @@ class ClaridConfig:
     max_iter: int = 60
     squared_evr: bool = True
     clip_x0: bool = True
+    jacobian: str = "feature"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.jacobian not in JACOBIANS:
+            raise ValueError(f"jacobian must be one of {JACOBIANS}, got {self.jacobian!r}")
         if self.K < 1:
             raise ValueError(f"K must be >= 1, got {self.K}")
         if any(not 0 < k <= self.K for k in self.fixed_ks):
@@ -91,6 +100,26 @@ class ClaridConfig:
         """Names of the decoded images, in a fixed order."""
         return (["reconstruction", "clarid", "random"] + [f"cfg{w:g}" for w in self.cfg_scales]
                 + [f"k{k}" for k in self.fixed_ks])
+
+
+def jacobian_target(model: ClassConditionalUNet, cfg: ClaridConfig, label: Tensor):
+    """The map whose Jacobian at ``x_{t*}`` CLARID decomposes, for one image of class ``label`` (``[1]``).
+
+    Returns:
+        ``f(z [B, C, H, W]) -> [B, ...]``: ``f_{l,t*}(z, c)`` (Eq. 1) or, for ``cfg.jacobian ==
+        "class_score"``, ``eps(z, t*, c) - eps(z, t*, null)``.
+    """
+    t = torch.tensor([cfg.t_star])
+    if cfg.jacobian == "feature":
+        def f(z: Tensor) -> Tensor:
+            return model.features(z, t.expand(len(z)), label.expand(len(z)), cfg.layer)
+    else:
+        null = torch.tensor([model.null_class])
+
+        def f(z: Tensor) -> Tensor:
+            tt = t.expand(len(z))
+            return model(z, tt, label.expand(len(z))) - model(z, tt, null.expand(len(z)))
+    return f
 
 
 def _random_directions(n: int, k: int, seed: int) -> Tensor:
@@ -128,11 +157,7 @@ def clarid_batch(
     n = x_t[0].numel()
     Vs, sigmas, k_stars, iters = [], [], [], []
     for i in tqdm(range(len(y)), desc="extraneous directions", disable=not progress, leave=False):
-        yi, t = y[i : i + 1], torch.tensor([cfg.t_star])
-
-        def f(z: Tensor, yi: Tensor = yi, t: Tensor = t) -> Tensor:
-            return model.features(z, t.expand(len(z)), yi.expand(len(z)), cfg.layer)
-
+        f = jacobian_target(model, cfg, y[i : i + 1])
         V, sigma, info = extraneous_directions(f, x_t[i], cfg.K, cfg.method, tol=cfg.tol, max_iter=cfg.max_iter,
                                                generator=int(seeds[i]) + cfg.seed, return_info=True)
         Vs.append(V)
@@ -251,13 +276,8 @@ def decode_k_sweep(
         raise ValueError(f"ks must lie in 0..K = 0..{cfg.K}, got {ks}")
     y = torch.tensor([int(label)])
     x_t = ddim_invert(model, to_model_range(image[None]), y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
-    t = torch.tensor([cfg.t_star])
-
-    def f(z: Tensor) -> Tensor:
-        return model.features(z, t.expand(len(z)), y.expand(len(z)), cfg.layer)
-
-    V, sigma = extraneous_directions(f, x_t[0], cfg.K, cfg.method, tol=cfg.tol, max_iter=cfg.max_iter,
-                                     generator=seed + cfg.seed)
+    V, sigma = extraneous_directions(jacobian_target(model, cfg, y), x_t[0], cfg.K, cfg.method, tol=cfg.tol,
+                                     max_iter=cfg.max_iter, generator=seed + cfg.seed)
     z = torch.stack([project_out(x_t[0], V[:, :k]) for k in ks])
     out = ddim_decode(model, z, y.expand(len(ks)), alpha_bar, cfg.t_star, 0, cfg.num_steps, cfg.guidance_scale,
                       model.null_class, clip_x0=cfg.clip_x0)

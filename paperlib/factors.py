@@ -20,6 +20,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from paperlib.classifiers import ClassifierConfig, load_or_train_classifier, predict
 from paperlib.data import ShapesData, background_only, backgrounds_challenge, make_shapes
@@ -133,3 +134,114 @@ def factor_changes(
             "class from bg (random bg)": cls_bg[~own].float().mean().item() if (~own).any() else float("nan"),
         }
     return pd.DataFrame(rows).T
+
+
+ABLATIONS: dict[str, dict] = {
+    "chapter 3's CLARID": {},
+    "layer down.1": {"layer": "down.1"},
+    "layer up.1": {"layer": "up.1"},
+    "t* - 200": {"t_star": -200},
+    "t* + 200": {"t_star": +200},
+    "K = 10": {"K": 10},
+    "class-score Jacobian": {"jacobian": "class_score"},
+}
+"""Variants of CLARID compared factor by factor (ours). ``t_star`` values are offsets from the chosen t*."""
+
+
+def clarid_ablation(
+    cdm,
+    base,
+    inputs: ShapesData,
+    indices: Tensor,
+    classifiers: dict[str, nn.Module],
+    probes: dict[str, nn.Module],
+    variants: dict[str, dict] | None = None,
+    publish: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """CLARID variants against their own random-direction controls on the same images, factor by factor.
+
+    Each variant is :class:`paperlib.canonical.ClaridConfig` ``base`` with some fields replaced (``t_star``
+    as an offset), run with :func:`paperlib.canonical.clarid_dataset` (cached, resumable) without the CFG
+    and fixed-k decodes, and measured with :func:`factor_changes`.
+
+    Args:
+        cdm: A :class:`paperlib.train.BookCDM` of shapes.
+        base: The chapters' CLARID configuration.
+        inputs: ``cdm``'s training images at ``indices``, with masks and factors.
+        indices: ``[M]`` rows of ``cdm``'s training set.
+        classifiers: Chapter 2's classifiers.
+        probes: From :func:`train_background_probes`.
+        variants: Name -> overrides (default :data:`ABLATIONS`).
+        publish: Save the runs into ``artifacts/``.
+        progress: tqdm bars.
+
+    Returns:
+        One row per variant: ``k* (mean)``; ``class kept``; ``change outside / random`` (the background
+        change over the random control's); ``inside / outside`` and the control's; ``class from bg (random
+        bg)`` for CLARID, the control and the inputs; seconds per image.
+    """
+    from dataclasses import replace
+
+    from paperlib.canonical import clarid_dataset
+
+    if len(inputs.labels) != len(indices) or not torch.equal(inputs.labels, cdm.labels[indices]):
+        raise ValueError("inputs must be cdm's training images at indices (labels differ)")
+    rows = {}
+    for name, overrides in tqdm(list((variants or ABLATIONS).items()), desc="CLARID variants",
+                                disable=not progress):
+        o = dict(overrides)
+        if "t_star" in o:
+            o["t_star"] = base.t_star + o["t_star"]
+            if not 0 < o["t_star"] <= len(cdm.alpha_bar) - 1:
+                raise ValueError(f"variant {name!r}: t* = {o['t_star']} is off the schedule")
+        cfg = replace(base, cfg_scales=(), fixed_ks=(), **o)
+        run, _ = clarid_dataset(cdm.model, cdm.manifest["key"], cdm.images, cdm.labels, indices, cdm.alpha_bar,
+                                cfg, publish=publish, progress=progress)
+        t = factor_changes(inputs, {"CLARID": run["img.clarid"], "random": run["img.random"]}, classifiers, probes)
+        rows[name] = {
+            "t*": cfg.t_star, "k* (mean)": run["k_star"].float().mean().item(),
+            "class kept": t.loc["CLARID", "class kept"], "class kept (random)": t.loc["random", "class kept"],
+            "Δ fg colour": t.loc["CLARID", "Δ fg colour"],
+            "change outside / random": t.loc["CLARID", "change outside fg"] / max(t.loc["random", "change outside fg"],
+                                                                                 1e-8),
+            "inside / outside": t.loc["CLARID", "inside / outside"],
+            "inside / outside (random)": t.loc["random", "inside / outside"],
+            "class from bg (random bg)": t.loc["CLARID", "class from bg (random bg)"],
+            "... random control": t.loc["random", "class from bg (random bg)"],
+            "... inputs": t.loc["original", "class from bg (random bg)"],
+            "s / image": run["seconds"].mean().item(),
+        }
+    return pd.DataFrame(rows).T
+
+
+def ablation_variants(t_star: int, T: int = 1000, names: list[str] | None = None) -> dict[str, dict]:
+    """:data:`ABLATIONS` (those in ``names``, default all) whose ``t*`` (the chosen ``t_star`` plus the
+    variant's offset) lies in ``1..T``.
+
+    Raises:
+        ValueError: for a name not in :data:`ABLATIONS`.
+    """
+    unknown = sorted(set(names or []) - set(ABLATIONS))
+    if unknown:
+        raise ValueError(f"ablation names must be among {list(ABLATIONS)}, got {unknown}")
+    return {n: o for n, o in ABLATIONS.items()
+            if (names is None or n in names) and 0 < t_star + o.get("t_star", 0) <= T}
+
+
+def ablation_verdict(table: pd.DataFrame, margin: float = 0.05, keep: float = 0.8) -> str:
+    """One sentence from :func:`clarid_ablation`'s table: which variants remove the background shortcut.
+
+    A variant removes it when its outputs' class-from-background accuracy (random-background inputs) is more
+    than ``margin`` below both the inputs' and its random control's, while the class is kept (``>= keep``).
+    """
+    inp = float(table["... inputs"].iloc[0])
+    removes = [str(n) for n, a in table.iterrows()
+               if a["class from bg (random bg)"] < min(inp, a["... random control"]) - margin
+               and a["class kept"] >= keep]
+    if not removes:
+        return (f"No variant lowers the class-from-background accuracy on random-background inputs more than "
+                f"{margin:.2f} below both the inputs' ({inp:.2f}) and its random control's while keeping the "
+                f"class (≥ {keep:.2f}).")
+    return (f"Variants that lower it more than {margin:.2f} below both the inputs' ({inp:.2f}) and their random "
+            f"control's while keeping the class (≥ {keep:.2f}): {', '.join(removes)}.")

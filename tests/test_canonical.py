@@ -85,3 +85,19 @@ def test_clarid_dataset_resumes_from_chunks(model, tmp_path, monkeypatch):
         assert torch.equal(full[k], again[k]) or k == "seconds", k
     with pytest.raises(ValueError, match="indices"):
         clarid_dataset(model, "m", images, labels, torch.tensor([7]), AB, CFG, progress=False)
+
+
+def test_class_score_jacobian_target(model):
+    with pytest.raises(ValueError, match="jacobian must be one of"):
+        ClaridConfig(jacobian="logits")
+    cfg = ClaridConfig(**{**CFG.to_dict(), "jacobian": "class_score"})
+    z = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    y, t = torch.tensor([1]), torch.tensor([cfg.t_star, cfg.t_star])
+    f = canonical.jacobian_target(model, cfg, y)
+    torch.testing.assert_close(f(z), model(z, t, y.expand(2)) - model(z, t, torch.full((2,), model.null_class)))
+    feature = canonical.jacobian_target(model, CFG, y)
+    torch.testing.assert_close(feature(z), model.features(z, t, y.expand(2), "mid"))
+    images, labels = _images(2)
+    a = clarid_batch(model, images, labels, AB, cfg, torch.arange(2))
+    b = clarid_batch(model, images, labels, AB, CFG, torch.arange(2))
+    assert a["sigma"].shape == (2, 5) and not torch.allclose(a["sigma"], b["sigma"])

@@ -37,3 +37,53 @@ def test_factor_changes_of_identity_outputs():
     assert t.loc["identity", "class kept"] == 1.0 and t.loc["identity", "Δ fg colour"] == 0.0
     assert t.loc["identity", "change inside fg"] == 0.0 and t.loc["identity", "bg family kept"] == 1.0
     assert list(t.index) == ["original", "identity"]
+
+
+def test_clarid_ablation_runs_each_variant_against_its_control():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from paperlib.canonical import ClaridConfig
+    from paperlib.diffusion import alpha_bar, linear_beta_schedule
+    from paperlib.factors import clarid_ablation
+    from paperlib.models import CDMConfig, ClassConditionalUNet
+
+    torch.manual_seed(0)
+    tiny = CDMConfig(sample_size=16, num_classes=10, block_out_channels=(8, 8), attention_levels=(), norm_num_groups=4,
+                     attention_head_dim=8)
+    d = make_shapes(8, 2, 16)
+    cdm = SimpleNamespace(model=ClassConditionalUNet(tiny).eval().requires_grad_(False), manifest={"key": "tiny"},
+                          images=d.images, labels=d.labels, alpha_bar=alpha_bar(linear_beta_schedule()))
+    idx = torch.tensor([1, 4, 6])
+    base = ClaridConfig(t_star=400, K=3, num_steps=10, method="exact")
+    clf = {"a": Oracle(d.labels[idx])}
+    probes = {"bg_family": Oracle(d.factors["bg_family"][idx]), "class_from_bg": Oracle(d.labels[idx])}
+    variants = {"base": {}, "earlier": {"t_star": -200}, "score": {"jacobian": "class_score"}}
+    table = clarid_ablation(cdm, base, d.subset(idx), idx, clf, probes, variants, progress=False)
+    assert list(table.index) == ["base", "earlier", "score"]
+    assert list(table["t*"]) == [400, 200, 400]
+    assert ((table["k* (mean)"] >= 1) & (table["k* (mean)"] <= 3)).all()
+    assert table["... inputs"].nunique(dropna=False) == 1  # the same inputs for every variant
+    with pytest.raises(ValueError, match="off the schedule"):
+        clarid_ablation(cdm, base, d.subset(idx), idx, clf, probes, {"late": {"t_star": 700}}, progress=False)
+    with pytest.raises(ValueError, match="labels differ"):
+        clarid_ablation(cdm, base, d.subset(idx[:2]), idx, clf, probes, variants, progress=False)
+
+
+def test_ablation_variants_and_verdict():
+    import pandas as pd
+    import pytest
+
+    from paperlib.factors import ABLATIONS, ablation_variants, ablation_verdict
+
+    assert ablation_variants(600) == ABLATIONS
+    assert "t* + 200" not in ablation_variants(900) and "t* - 200" not in ablation_variants(200)
+    assert list(ablation_variants(600, names=["K = 10"])) == ["K = 10"]
+    with pytest.raises(ValueError, match="ablation names"):
+        ablation_variants(600, names=["K = 11"])
+    row = {"class kept": 0.95, "... random control": 0.5, "... inputs": 0.5}
+    t = pd.DataFrame({"a": {**row, "class from bg (random bg)": 0.3}, "b": {**row, "class from bg (random bg)": 0.48},
+                      "c": {**row, "class from bg (random bg)": 0.2, "class kept": 0.5}}).T
+    assert ablation_verdict(t).endswith(": a.")
+    assert ablation_verdict(t.loc[["b", "c"]]).startswith("No variant")

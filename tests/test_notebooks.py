@@ -86,7 +86,7 @@ def test_nmi_notebook_smoke():
 def test_canonical_samples_notebook_smoke():
     g = _run("05_canonical_samples")  # reads chapters 2-4's recorded choices
     for name in ["fig_gallery_shapes", "fig_gallery_cifar10", "table_factors", "table_probe_checks", "table_cache",
-                 "verdict_factors"]:
+                 "verdict_factors", "table_ablation", "verdict_ablation"]:
         assert name in g, name
     for key in ("cls_orig", "cls_clarid", "cls_random", "fam_clarid"):
         assert 0 <= float(g[key]) <= 1, key
