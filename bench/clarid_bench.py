@@ -7,8 +7,9 @@ and the per-image CLARID time split into inversion, directions and decoding.
 
     python bench/clarid_bench.py [--images 3] [--K 16] [--t-star 600] [--threads 2] [--out bench/results.json]
 
-Without the trained CDM artifact it falls back to an untrained model of the same architecture (reported in
-the output): timings and memory are the same, the spectra are not meaningful.
+Without the trained CDM artifact it uses the EMA weights of the training checkpoint if one exists, else an
+untrained model of the same architecture (reported in the output): timings and memory are the same, the
+spectra of an untrained model are not meaningful.
 """
 
 from __future__ import annotations
@@ -31,9 +32,19 @@ def _model(threads: int):
     torch.set_num_threads(threads)
     recipe = cdm_recipe("cifar10", "full")
     for pub in (True, False):
-        final, _ = _paths(recipe, pub)
+        final, resume = _paths(recipe, pub)
         if final.exists():
             return load_cdm(final)[0], recipe, "trained"
+        if resume.exists():  # training under way: its EMA weights so far
+            from paperlib.cache import load_artifact
+            from paperlib.train import _strip
+
+            tensors, manifest = load_artifact(resume)
+            model = ClassConditionalUNet(recipe.cdm)
+            ema = _strip(tensors, "ema.")
+            ema.pop("n_averaged")
+            model.load_state_dict(ema)
+            return model.eval().requires_grad_(False), recipe, f"partly trained ({manifest['step']} steps, EMA)"
     torch.manual_seed(0)
     return ClassConditionalUNet(recipe.cdm).eval().requires_grad_(False), recipe, "untrained (no artifact yet)"
 

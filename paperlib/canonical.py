@@ -18,6 +18,7 @@ resumes where it stopped; the merged result is one artifact (uint8 images, spect
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass
 
@@ -30,7 +31,7 @@ from paperlib.clarid import elbow_index, explained_variance_ratio, extraneous_di
 from paperlib.data import from_model_range, to_model_range
 from paperlib.diffusion import ddim_decode, ddim_invert
 from paperlib.models import ClassConditionalUNet
-from paperlib.paths import cache_dir
+from paperlib.paths import ARTIFACTS_DIR, cache_dir
 from paperlib.train import BookCDM
 
 STAGE = "clarid_run"
@@ -214,7 +215,7 @@ def clarid_dataset(
         alpha_bar: ``[T + 1]`` schedule.
         cfg: Hyperparameters.
         chunk_size: Images per cached chunk.
-        publish: Save the merged artifact into ``artifacts/`` (the published book).
+        publish: Save the merged artifact, and the chunks until then, into ``artifacts/`` (the published book).
         progress: tqdm bar over chunks.
 
     Returns:
@@ -226,7 +227,8 @@ def clarid_dataset(
         raise ValueError(f"indices must be a non-empty 1-D tensor of rows in 0..{len(images) - 1}")
     config = {"model": model_key, "clarid": cfg.to_dict(), "indices_sha": config_key(indices.tolist())}
     key = config_key(config, STAGE_VERSION)
-    chunk_dir = cache_dir() / STAGE / f"{key}.chunks"
+    # Published runs keep their chunks beside the artifacts, so an unfinished run can be committed and resumed.
+    chunk_dir = (ARTIFACTS_DIR if publish else cache_dir()) / STAGE / f"{key}.chunks"
 
     def compute() -> dict[str, Tensor]:
         parts = []
@@ -246,6 +248,8 @@ def clarid_dataset(
         return {**merged, "indices": indices, "labels": labels[indices]}
 
     tensors, manifest = load_or_compute(STAGE, config, compute, STAGE_VERSION, publish, verbose=progress)
+    if chunk_dir.exists():  # merged: the chunks are no longer needed
+        shutil.rmtree(chunk_dir)
     return tensors, manifest
 
 

@@ -66,23 +66,33 @@ def test_clarid_dataset_resumes_from_chunks(model, tmp_path, monkeypatch):
     calls = []
     real = canonical.clarid_batch
 
+    def killed_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    idx = torch.tensor([0, 2, 3, 5])
+    monkeypatch.setattr(canonical, "clarid_batch", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):  # a run killed after its first chunk
+        clarid_dataset(model, "m", images, labels, idx, AB, CFG, chunk_size=2, progress=False)
+    assert len(list(tmp_path.glob("clarid_run/*.chunks/*.safetensors"))) == 1
+
     def counting(*args, **kwargs):
         calls.append(len(args[1]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(canonical, "clarid_batch", counting)
-    idx = torch.tensor([0, 2, 3, 5])
-    full, manifest = clarid_dataset(model, "m", images, labels, idx, AB, CFG, chunk_size=2, progress=False)
-    assert calls == [2, 2] and torch.equal(full["indices"], idx) and torch.equal(full["labels"], labels[idx])
-    # A killed run: the merged artifact and one chunk are gone; only the missing chunk is recomputed.
+    resumed, _ = clarid_dataset(model, "m", images, labels, idx, AB, CFG, chunk_size=2, progress=False)
+    assert calls == [2, 2]  # only the missing chunk was computed
+    assert torch.equal(resumed["indices"], idx) and torch.equal(resumed["labels"], labels[idx])
+    assert not list(tmp_path.glob("clarid_run/*.chunks"))  # merged: chunks removed
     for p in tmp_path.glob("clarid_run/*.safetensors"):
         p.unlink()
-    chunks = sorted(tmp_path.glob("clarid_run/*.chunks/*.safetensors"))
-    chunks[-1].unlink()
-    again, _ = clarid_dataset(model, "m", images, labels, idx, AB, CFG, chunk_size=2, progress=False)
-    assert calls == [2, 2, 2]
-    for k in full:
-        assert torch.equal(full[k], again[k]) or k == "seconds", k
+    fresh, _ = clarid_dataset(model, "m", images, labels, idx, AB, CFG, chunk_size=2, progress=False)
+    assert calls == [2, 2, 2, 2]
+    for k in fresh:
+        assert torch.equal(fresh[k], resumed[k]) or k == "seconds", k
     with pytest.raises(ValueError, match="indices"):
         clarid_dataset(model, "m", images, labels, torch.tensor([7]), AB, CFG, progress=False)
 
