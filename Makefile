@@ -26,7 +26,7 @@ unit: env ## Unit tests only (fast)
 	$(PY) -m pytest -m "not slow and not notebook"
 
 test: env lint ## Unit tests, every notebook in the smoke profile (papermill), strict book build
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" --durations=12
 	$(PY) -m paperlib.book build --profile smoke --strict
 
 notebooks: env ## Execute the notebooks with papermill (PROFILE=full|smoke)

@@ -82,7 +82,7 @@ def _child(method: str, K: int, n: int, t_star: int, threads: int, queue) -> Non
         tic = time.perf_counter()
         V, sigma, info = extraneous_directions(f, x_t[i], K, method, generator=i, return_info=True, tol=1e-4,
                                                max_iter=100)
-        out.append({"seconds": time.perf_counter() - tic, "sigma": sigma.tolist(), "V": V,
+        out.append({"seconds": time.perf_counter() - tic, "sigma": sigma.tolist(), "V": V.numpy(),  # by value
                     "iterations": info["iterations"]})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put({"method": method, "status": status, "peak_rss_mb": peak / 1024, "increment_mb": (peak - base) / 1024,
@@ -101,7 +101,7 @@ def run(images: int, K: int, t_star: int, threads: int) -> dict:
     sub, ex = results["subspace"], results["exact"]
     per_image = []
     for a, b in zip(sub["per_image"], ex["per_image"]):
-        Va, Vb = a["V"], b["V"]
+        Va, Vb = torch.from_numpy(a["V"]), torch.from_numpy(b["V"])
         cos = torch.linalg.svdvals(Vb.T @ Va).clamp(max=1)
         rel = (torch.tensor(a["sigma"]) - torch.tensor(b["sigma"])).abs() / torch.tensor(b["sigma"])
         per_image.append({"speedup": b["seconds"] / a["seconds"], "subspace_s": a["seconds"], "exact_s": b["seconds"],

@@ -111,8 +111,8 @@ def factor_changes(
 
     Returns:
         One row per method: ``class kept``, ``Δ fg colour``, ``change inside fg``, ``change outside fg``,
-        ``inside / outside``, ``bg family kept``, ``class from bg`` (all images) and ``class from bg (random
-        bg)`` (inputs whose background family is not their class's own).
+        ``inside / outside``, ``bg family kept``, ``class from bg`` (all images), ``class from bg (own bg)``
+        (inputs on their class's own background family) and ``class from bg (random bg)`` (the others).
     """
     fg_in = foreground_color(inputs.images, inputs.masks)
     own = inputs.factors["bg_family"] == inputs.labels
@@ -131,6 +131,7 @@ def factor_changes(
             "inside / outside": (change["inside"].mean() / change["outside"].mean().clamp(min=1e-8)).item(),
             "bg family kept": bg_fam.float().mean().item(),
             "class from bg": cls_bg.float().mean().item(),
+            "class from bg (own bg)": cls_bg[own].float().mean().item() if own.any() else float("nan"),
             "class from bg (random bg)": cls_bg[~own].float().mean().item() if (~own).any() else float("nan"),
         }
     return pd.DataFrame(rows).T
@@ -177,9 +178,11 @@ def clarid_ablation(
         progress: tqdm bars.
 
     Returns:
-        One row per variant: ``k* (mean)``; ``class kept``; ``change outside / random`` (the background
-        change over the random control's); ``inside / outside`` and the control's; ``class from bg (random
-        bg)`` for CLARID, the control and the inputs; seconds per image.
+        One row per variant: ``t*``, ``k* (mean)``; ``class kept`` and the control's (``ctrl``); ``change
+        outside / ctrl`` (the background change over the control's); ``inside / outside`` and the control's;
+        the class-from-background probe on inputs on their class's own background (``own bg``: removing the
+        background should lower it) and on a random one (``random bg``: painting class-typical background
+        raises it), for CLARID, the control and the inputs; seconds per image.
     """
     from dataclasses import replace
 
@@ -199,17 +202,17 @@ def clarid_ablation(
         run, _ = clarid_dataset(cdm.model, cdm.manifest["key"], cdm.images, cdm.labels, indices, cdm.alpha_bar,
                                 cfg, publish=publish, progress=progress)
         t = factor_changes(inputs, {"CLARID": run["img.clarid"], "random": run["img.random"]}, classifiers, probes)
+        ctrl_out = max(t.loc["random", "change outside fg"], 1e-8)
         rows[name] = {
             "t*": cfg.t_star, "k* (mean)": run["k_star"].float().mean().item(),
-            "class kept": t.loc["CLARID", "class kept"], "class kept (random)": t.loc["random", "class kept"],
+            "class kept": t.loc["CLARID", "class kept"], "class kept (ctrl)": t.loc["random", "class kept"],
             "Δ fg colour": t.loc["CLARID", "Δ fg colour"],
-            "change outside / random": t.loc["CLARID", "change outside fg"] / max(t.loc["random", "change outside fg"],
-                                                                                 1e-8),
+            "change outside / ctrl": t.loc["CLARID", "change outside fg"] / ctrl_out,
             "inside / outside": t.loc["CLARID", "inside / outside"],
-            "inside / outside (random)": t.loc["random", "inside / outside"],
-            "class from bg (random bg)": t.loc["CLARID", "class from bg (random bg)"],
-            "... random control": t.loc["random", "class from bg (random bg)"],
-            "... inputs": t.loc["original", "class from bg (random bg)"],
+            "inside / outside (ctrl)": t.loc["random", "inside / outside"],
+            **{f"bg→class, {col}{who}": t.loc[row, f"class from bg ({col})"]
+               for col in ("own bg", "random bg")
+               for who, row in (("", "CLARID"), (" (ctrl)", "random"), (" (inputs)", "original"))},
             "s / image": run["seconds"].mean().item(),
         }
     return pd.DataFrame(rows).T
@@ -229,19 +232,40 @@ def ablation_variants(t_star: int, T: int = 1000, names: list[str] | None = None
             if (names is None or n in names) and 0 < t_star + o.get("t_star", 0) <= T}
 
 
-def ablation_verdict(table: pd.DataFrame, margin: float = 0.05, keep: float = 0.8) -> str:
-    """One sentence from :func:`clarid_ablation`'s table: which variants remove the background shortcut.
+def ablation_subset(data: ShapesData, n: int, seed: int = 0) -> Tensor:
+    """``n`` rows of ``data``, half on their class's own background family and half on another one (as far
+    as there are), each half class-stratified: both background probes of :func:`clarid_ablation` need support.
 
-    A variant removes it when its outputs' class-from-background accuracy (random-background inputs) is more
-    than ``margin`` below both the inputs' and its random control's, while the class is kept (``>= keep``).
+    Returns:
+        ``[<= n]`` sorted row indices.
     """
-    inp = float(table["... inputs"].iloc[0])
+    from paperlib.data import stratified_subset
+
+    own = torch.nonzero(data.factors["bg_family"] == data.labels)[:, 0]
+    other = torch.nonzero(data.factors["bg_family"] != data.labels)[:, 0]
+    n_other = min(len(other), n // 2)
+    parts = [g[stratified_subset(data.labels[g], n=m, seed=seed)] for g, m in ((other, n_other), (own, n - n_other))
+             if m > 0]
+    return torch.cat(parts).sort().values
+
+
+def ablation_verdict(table: pd.DataFrame, margin: float = 0.05, keep: float = 0.8) -> str:
+    """One sentence from :func:`clarid_ablation`'s table: which variants remove the class-correlated
+    background, and which paint it.
+
+    A variant *removes* it when, on own-background inputs, its outputs' class-from-background accuracy is more
+    than ``margin`` below both the inputs' and its random control's while the class is kept (``>= keep``);
+    it *paints* it when, on random-background inputs, that accuracy is more than ``margin`` above both.
+    """
+    own, rand = "bg→class, own bg", "bg→class, random bg"
+    inp_own, inp_rand = float(table[f"{own} (inputs)"].iloc[0]), float(table[f"{rand} (inputs)"].iloc[0])
     removes = [str(n) for n, a in table.iterrows()
-               if a["class from bg (random bg)"] < min(inp, a["... random control"]) - margin
-               and a["class kept"] >= keep]
-    if not removes:
-        return (f"No variant lowers the class-from-background accuracy on random-background inputs more than "
-                f"{margin:.2f} below both the inputs' ({inp:.2f}) and its random control's while keeping the "
-                f"class (≥ {keep:.2f}).")
-    return (f"Variants that lower it more than {margin:.2f} below both the inputs' ({inp:.2f}) and their random "
-            f"control's while keeping the class (≥ {keep:.2f}): {', '.join(removes)}.")
+               if a[own] < min(inp_own, a[f"{own} (ctrl)"]) - margin and a["class kept"] >= keep]
+    paints = [str(n) for n, a in table.iterrows() if a[rand] > max(inp_rand, a[f"{rand} (ctrl)"]) + margin]
+    first = (f"Removing the background shortcut (class read from the background of own-background inputs "
+             f"more than {margin:.2f} below the inputs' {inp_own:.2f} and the random control's, class kept "
+             f"≥ {keep:.2f}): " + (", ".join(removes) if removes else "no variant") + ".")
+    second = (f" Painting class-typical background onto random-background inputs (more than {margin:.2f} above "
+              f"the inputs' {inp_rand:.2f} and the control's): " + (", ".join(paints) if paints else "no variant")
+              + ".")
+    return first + second

@@ -64,7 +64,7 @@ def test_clarid_ablation_runs_each_variant_against_its_control():
     assert list(table.index) == ["base", "earlier", "score"]
     assert list(table["t*"]) == [400, 200, 400]
     assert ((table["k* (mean)"] >= 1) & (table["k* (mean)"] <= 3)).all()
-    assert table["... inputs"].nunique(dropna=False) == 1  # the same inputs for every variant
+    assert table["bg→class, own bg (inputs)"].nunique(dropna=False) == 1  # the same inputs for every variant
     with pytest.raises(ValueError, match="off the schedule"):
         clarid_ablation(cdm, base, d.subset(idx), idx, clf, probes, {"late": {"t_star": 700}}, progress=False)
     with pytest.raises(ValueError, match="labels differ"):
@@ -82,8 +82,23 @@ def test_ablation_variants_and_verdict():
     assert list(ablation_variants(600, names=["K = 10"])) == ["K = 10"]
     with pytest.raises(ValueError, match="ablation names"):
         ablation_variants(600, names=["K = 11"])
-    row = {"class kept": 0.95, "... random control": 0.5, "... inputs": 0.5}
-    t = pd.DataFrame({"a": {**row, "class from bg (random bg)": 0.3}, "b": {**row, "class from bg (random bg)": 0.48},
-                      "c": {**row, "class from bg (random bg)": 0.2, "class kept": 0.5}}).T
-    assert ablation_verdict(t).endswith(": a.")
-    assert ablation_verdict(t.loc[["b", "c"]]).startswith("No variant")
+    own, rand = "bg→class, own bg", "bg→class, random bg"
+    base = {"class kept": 0.95, f"{own} (ctrl)": 0.9, f"{own} (inputs)": 0.9, f"{rand} (ctrl)": 0.2,
+            f"{rand} (inputs)": 0.2, rand: 0.2}
+    t = pd.DataFrame({"a": {**base, own: 0.5}, "b": {**base, own: 0.88},
+                      "c": {**base, own: 0.2, "class kept": 0.5, rand: 0.6}}).T
+    v = ablation_verdict(t)
+    assert "≥ 0.80): a." in v and v.endswith("control's): c.")
+    assert ablation_verdict(t.loc[["b"]]).count("no variant") == 2
+
+
+
+def test_ablation_subset_balances_backgrounds():
+    from paperlib.factors import ablation_subset
+
+    d = make_shapes(400, 3, 16)
+    rows = ablation_subset(d, 40, seed=0)
+    own = d.factors["bg_family"][rows] == d.labels[rows]
+    n_other = int((d.factors["bg_family"] != d.labels).sum())
+    assert len(rows) == 40 and len(rows.unique()) == 40 and (~own).sum() == min(20, n_other)
+    assert torch.equal(rows, ablation_subset(d, 40, seed=0))
