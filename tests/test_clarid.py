@@ -165,3 +165,49 @@ def test_clarid_end_to_end_on_toy(toy_model, toy_cfg):
     assert torch.allclose(sub.canonical, res.canonical, atol=1e-3)
     with pytest.raises(ValueError, match="k must be in 0..K"):
         clarid(toy_model, toy_model.features, x, y, ab, 600, K=2, k=3)
+
+
+def flat_spectrum_map(n: int = 200, seed: int = 0):
+    """f(x) = tanh(A x) with slowly decaying singular values (ratio 0.98): hard for subspace iteration."""
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+    Vt = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q.T
+    A = U @ torch.diag(0.98 ** torch.arange(n, dtype=torch.float64)) @ Vt
+    x = 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
+    return (lambda z: torch.tanh(z @ A.T)), x
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_krylov_matches_svd(k):
+    f, x = nonlinear_map()
+    J = torch.func.jacrev(lambda z: f(z[None])[0])(x)
+    _, S, Vh = torch.linalg.svd(J)
+    V, sigma, info = extraneous_directions(f, x, k, "krylov", tol=1e-8, generator=0, return_info=True)
+    assert torch.allclose(sigma, S[:k], rtol=1e-6)
+    assert sin_largest_angle(V, Vh[:k].T) < 1e-6
+    assert torch.allclose(V.T @ V, torch.eye(k, dtype=V.dtype), atol=1e-10)
+
+
+def test_krylov_beats_subspace_on_a_flat_spectrum():
+    f, x = flat_spectrum_map()
+    J = torch.func.jacrev(lambda z: f(z[None])[0])(x)
+    _, S, Vh = torch.linalg.svd(J)
+    k = 8
+    out = {m: extraneous_directions(f, x, k, m, tol=1e-3, max_iter=500, generator=0, return_info=True)
+           for m in ("subspace", "krylov")}
+    err = {m: (o[1] - S[:k]).abs().max().item() / S[0].item() for m, o in out.items()}
+    its = {m: o[2]["iterations"] for m, o in out.items()}
+    assert its["krylov"] * 3 <= its["subspace"], its  # the same products per step, far fewer steps
+    assert err["krylov"] < 1e-8 < err["subspace"], err  # and, at the same tol, closer to the exact values
+    assert sin_largest_angle(out["krylov"][0], Vh[:k].T) < 1e-4
+
+
+def test_krylov_is_seeded_and_rejects_bad_settings():
+    f, x = nonlinear_map(seed=3)
+    a = extraneous_directions(f, x, 3, "krylov", generator=5, tol=1e-2)
+    b = extraneous_directions(f, x, 3, "krylov", generator=torch.Generator().manual_seed(5), tol=1e-2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="tol > 0"):
+        extraneous_directions(f, x, 3, "krylov", tol=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        extraneous_directions(f, x, 3, "lanczos")
