@@ -66,10 +66,24 @@ def _latents(model, recipe, n: int, t_star: int):
     return x_t, y, (time.perf_counter() - tic) / n
 
 
-def _child(method: str, K: int, n: int, t_star: int, threads: int, queue) -> None:
+def _frozen(snapshot: str, threads: int):
+    """The model the parent snapshotted (a checkpoint may be rewritten while the benchmark runs)."""
+    from safetensors.torch import load_file
+
+    from paperlib.models import ClassConditionalUNet
+    from paperlib.train import cdm_recipe
+
+    torch.set_num_threads(threads)
+    recipe = cdm_recipe("cifar10", "full")
+    model = ClassConditionalUNet(recipe.cdm)
+    model.load_state_dict(load_file(snapshot))
+    return model.eval().requires_grad_(False), recipe
+
+
+def _child(method: str, K: int, n: int, t_star: int, threads: int, snapshot: str, queue) -> None:
     from paperlib.clarid import extraneous_directions
 
-    model, recipe, status = _model(threads)
+    model, recipe = _frozen(snapshot, threads)
     x_t, y, _ = _latents(model, recipe, n, t_star)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = []
@@ -85,7 +99,7 @@ def _child(method: str, K: int, n: int, t_star: int, threads: int, queue) -> Non
         out.append({"seconds": time.perf_counter() - tic, "sigma": sigma.tolist(), "V": V.numpy(),  # by value
                     "iterations": info["iterations"]})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"method": method, "status": status, "peak_rss_mb": peak / 1024, "increment_mb": (peak - base) / 1024,
+    queue.put({"method": method, "peak_rss_mb": peak / 1024, "increment_mb": (peak - base) / 1024,
                "per_image": out})
 
 
@@ -119,21 +133,28 @@ def _compare(it: dict, ex: dict) -> dict:
 
 
 def run(images: int, K: int, t_star: int, threads: int) -> dict:
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    model, recipe, status = _model(threads)
     ctx = mp.get_context("spawn")
     results = {}
-    for method in ("exact", *ITERATIVE):
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=(method, K, images, t_star, threads, q))
-        p.start()
-        results[method] = q.get()
-        p.join()
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshot = str(Path(tmp) / "model.safetensors")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, snapshot)
+        for method in ("exact", *ITERATIVE):
+            q = ctx.Queue()
+            p = ctx.Process(target=_child, args=(method, K, images, t_star, threads, snapshot, q))
+            p.start()
+            results[method] = q.get()
+            p.join()
     ex = results["exact"]
     methods = {m: _compare(results[m], ex) for m in ITERATIVE}
 
     # Per-image CLARID split, in this process.
     from paperlib.diffusion import ddim_decode
 
-    model, recipe, status = _model(threads)
     x_t, y, inv_s = _latents(model, recipe, 1, t_star)
     tic = time.perf_counter()
     ddim_decode(model, x_t, y, recipe.train.alpha_bar(), t_star, 0, 100)

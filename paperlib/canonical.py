@@ -53,7 +53,9 @@ class ClaridConfig:
         guidance_scale: CFG scale when decoding CLAReps (after projection [S]; 1 = none).
         cfg_scales: Scales of the pure-CFG baseline decoded from the same ``x_{t*}``.
         fixed_ks: Extra decodes with a fixed ``k`` (``0 < k <= K``).
-        method: ``"subspace"`` (matrix-free) or ``"exact"`` (full Jacobian + SVD).
+        method: ``"krylov"`` (matrix-free block Krylov, ours: ~5x fewer steps than ``"subspace"`` iteration for
+            the same answer on the CIFAR-10 CDM, see ``bench/``), ``"subspace"`` or ``"exact"`` (full
+            Jacobian + SVD).
         tol: Subspace-angle tolerance of the iteration.
         max_iter: Iteration cap.
         squared_evr: EVR from ``sigma^2`` (spec §5.1 default).
@@ -71,7 +73,7 @@ class ClaridConfig:
     guidance_scale: float = 1.0
     cfg_scales: tuple[float, ...] = (3.0,)
     fixed_ks: tuple[int, ...] = ()
-    method: str = "subspace"
+    method: str = "krylov"
     tol: float = 1e-3
     max_iter: int = 60
     squared_evr: bool = True
