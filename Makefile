@@ -36,7 +36,7 @@ book: env ## Execute the notebooks (full profile) and build the HTML book into _
 	$(PY) -m paperlib.book execute --profile $(PROFILE)
 	$(PY) -m paperlib.book build --profile $(PROFILE) --strict
 
-bench: env ## Benchmark subspace iteration vs exact Jacobian SVD on the 32x32 CDM (writes bench/results.json)
+bench: env ## Benchmark subspace/Krylov iteration vs exact Jacobian SVD on the 32x32 CDM (bench/results.json)
 	$(PY) bench/clarid_bench.py
 
 train: env ## Train a 100-minute piece of a book CDM, resuming where it stopped (DATASET=shapes|cifar10)
