@@ -56,7 +56,7 @@ def test_clarid_ablation_runs_each_variant_against_its_control():
     cdm = SimpleNamespace(model=ClassConditionalUNet(tiny).eval().requires_grad_(False), manifest={"key": "tiny"},
                           images=d.images, labels=d.labels, alpha_bar=alpha_bar(linear_beta_schedule()))
     idx = torch.tensor([1, 4, 6])
-    base = ClaridConfig(t_star=400, K=3, num_steps=10, method="exact")
+    base = ClaridConfig(t_star=400, K=3, num_steps=10)
     clf = {"a": Oracle(d.labels[idx])}
     probes = {"bg_family": Oracle(d.factors["bg_family"][idx]), "class_from_bg": Oracle(d.labels[idx])}
     variants = {"base": {}, "earlier": {"t_star": -200}, "score": {"jacobian": "class_score"}}
