@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 PROFILE ?= full
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit notebooks book lint clean bench train
+.PHONY: help env test unit notebooks book lint clean bench train classifiers
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: env ## Benchmark subspace/Krylov iteration vs exact Jacobian SVD on the 3
 
 train: env ## Train a 100-minute piece of a book CDM, resuming where it stopped (DATASET=shapes|cifar10)
 	$(PY) -m paperlib.train --dataset $(DATASET) --profile full --max-minutes 100
+
+classifiers: env ## Train chapter 2's three classifiers of a dataset ahead of it (DATASET=shapes|cifar10)
+	$(PY) -m paperlib.classifiers --dataset $(DATASET) --profile full
 
 clean: ## Remove built books and scratch caches (keeps .venv and committed artifacts)
 	rm -rf _build _cache

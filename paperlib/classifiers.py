@@ -564,3 +564,33 @@ def book_classifiers(
         out[arch], _ = load_or_train_classifier(cfg, images, labels, len(cdm.classes), fp,
                                                 publish=profile == "full", progress=progress)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m paperlib.classifiers``: train the book's three classifiers of a dataset ahead of chapter 2
+    (which then loads them), e.g. in the background while the CDM trains."""
+    import argparse
+    from types import SimpleNamespace
+
+    from paperlib.data import DATASETS
+    from paperlib.train import cdm_recipe
+
+    parser = argparse.ArgumentParser(prog="python -m paperlib.classifiers", description=main.__doc__)
+    parser.add_argument("--dataset", choices=DATASETS, required=True)
+    parser.add_argument("--profile", choices=["smoke", "full"], default="full")
+    parser.add_argument("--epochs", type=int, default=None, help="for every family (default: recommended)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = cdm_recipe(args.dataset, args.profile)
+    stand_in = SimpleNamespace(recipe=recipe, classes=recipe.data.classes)  # the data is all they need of a CDM
+    models = book_classifiers(stand_in, args.profile, args.dataset, {} if args.epochs is None else args.epochs)
+    images, labels = load_dataset(classifier_data(stand_in), "test")
+    for arch, model in models.items():
+        acc = accuracy(predict(model, images), labels)
+        print(f"{arch}: test accuracy {acc:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -175,3 +175,22 @@ def test_classifier_data_decorrelates_shapes_backgrounds():
     assert shapes.bg_correlation == 0.0 and shapes.seed == cdm_recipe("shapes", "full").data.seed + 1
     cifar = cdm_recipe("cifar10", "full")
     assert classifier_data(SimpleNamespace(recipe=cifar)) == cifar.data
+
+
+def test_cli_trains_the_book_classifiers_then_loads_them(monkeypatch, capsys):
+    from paperlib.selection import load_choice
+
+    classifiers.main(["--dataset", "shapes", "--profile", "smoke", "--epochs", "1", "--threads", "1"])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "test accuracy" in ln]
+    assert [ln.split(":")[0] for ln in lines] == list(CLASSIFIER_ARCHS)
+    assert all(0.0 <= float(ln.rsplit(" ", 1)[1]) <= 1.0 for ln in lines)
+    assert load_choice("smoke", "shapes", "classifiers")["epochs"] == dict.fromkeys(CLASSIFIER_ARCHS, 1)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained again instead of loading")
+
+    monkeypatch.setattr(classifiers, "train_classifier", boom)
+    classifiers.main(["--dataset", "shapes", "--profile", "smoke", "--epochs", "1"])
+    assert [ln for ln in capsys.readouterr().out.splitlines() if "test accuracy" in ln] == lines
+    with pytest.raises(SystemExit):
+        classifiers.main(["--dataset", "mnist"])
