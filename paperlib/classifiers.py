@@ -587,9 +587,10 @@ def main(argv: list[str] | None = None) -> None:
     stand_in = SimpleNamespace(recipe=recipe, classes=recipe.data.classes)  # the data is all they need of a CDM
     models = book_classifiers(stand_in, args.profile, args.dataset, {} if args.epochs is None else args.epochs)
     images, labels = load_dataset(classifier_data(stand_in), "test")
-    for arch, model in models.items():
-        acc = accuracy(predict(model, images), labels)
+    scores = ensemble_accuracy(list(models.values()), images, labels)
+    for arch, acc in zip(models, scores["per_model"]):
         print(f"{arch}: test accuracy {acc:.3f}")
+    print(f"mean of the three {scores['mean']:.3f}, softmax ensemble {scores['ensemble']:.3f}")
 
 
 if __name__ == "__main__":
