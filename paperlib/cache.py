@@ -31,6 +31,27 @@ def config_key(config: dict, version: int = 1) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _update(h, t: Tensor, name: str = "") -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def tensor_fingerprint(tensor: Tensor) -> str:
+    """A short hash of a tensor's shape, dtype and values (e.g. the images a cached result was computed on)."""
+    h = hashlib.sha256()
+    _update(h, tensor)
+    return h.hexdigest()[:16]
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of a module's state (parameter and buffer names, shapes, dtypes and values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        _update(h, t, name)
+    return h.hexdigest()[:16]
+
+
 def sha256_file(path: str | Path) -> str:
     """sha256 of a file's bytes."""
     h = hashlib.sha256()

@@ -5,14 +5,21 @@ deterministic DDIM inversion ``x_t = F_inv(x_0; c, t)`` (spec §3.7 for raw imag
 every image a chapter compares — originals, Canonical Samples, CFG samples — so their features differ only
 through the images [O]. One inversion trajectory gives the features at every grid time at once
 (:func:`layer_time_features`, for the layer x time NMI sweep of App. G.1).
+
+The chapters call the cached forms, :func:`cached_image_features` and :func:`layer_time_nmi`, keyed by the
+model and a fingerprint of the images, so a rebuild of the book does not invert the images again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pandas as pd
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from paperlib.cache import load_or_compute, tensor_fingerprint
 from paperlib.data import to_model_range
 from paperlib.diffusion import ddim_grid, ddim_invert
 from paperlib.models import ClassConditionalUNet
@@ -84,3 +91,67 @@ def image_features(
     """Pooled ``f_{l,t}`` of images at their inversion to ``t``: ``[N, C_l]`` (e.g. Canonical Features, §3.7)."""
     return layer_time_features(model, images, labels, alpha_bar, [t], [layer], num_steps, batch_size,
                                progress)[(layer, t)]
+
+
+def cached_image_features(
+    model: ClassConditionalUNet,
+    model_key: str,
+    images: Tensor,
+    labels: Tensor,
+    alpha_bar: Tensor,
+    t: int,
+    layer: str = "mid",
+    num_steps: int = 100,
+    publish: bool = False,
+    progress: bool = True,
+) -> Tensor:
+    """:func:`image_features`, cached under ``(model_key, images, labels, t, layer, num_steps)``.
+
+    Args:
+        model_key: Identifies the CDM (its manifest ``key``).
+        publish: Keep the artifact in ``artifacts/`` (the published book).
+
+    Returns:
+        ``[N, C_l]`` float32.
+    """
+    config = {"model": model_key, "images": tensor_fingerprint(images), "labels": tensor_fingerprint(labels),
+              "t": int(t), "layer": layer, "num_steps": num_steps}
+    tensors, _ = load_or_compute(
+        "image_features", config,
+        lambda: {"features": image_features(model, images, labels, alpha_bar, t, layer, num_steps, progress=progress)},
+        publish=publish, verbose=False)
+    return tensors["features"]
+
+
+def layer_time_nmi(
+    model: ClassConditionalUNet,
+    model_key: str,
+    images: Tensor,
+    labels: Tensor,
+    alpha_bar: Tensor,
+    times: list[int],
+    layers: list[str],
+    num_steps: int = 100,
+    seeds: Sequence[int] = (0, 1),
+    publish: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """K-means NMI of ``avgpool f_{l,t}`` with the labels over a layer x time grid (App. G.1, Fig. 18), cached.
+
+    Returns:
+        ``[len(layers), len(times)]`` mean NMI over ``seeds`` (:func:`paperlib.metrics.kmeans_nmi`), rows
+        ``layers``, columns ``times``.
+    """
+    from paperlib.metrics import kmeans_nmi
+
+    config = {"model": model_key, "images": tensor_fingerprint(images), "labels": tensor_fingerprint(labels),
+              "times": [int(t) for t in times], "layers": list(layers), "num_steps": num_steps,
+              "seeds": [int(s) for s in seeds]}
+
+    def compute() -> dict[str, Tensor]:
+        feats = layer_time_features(model, images, labels, alpha_bar, times, layers, num_steps, progress=progress)
+        return {"nmi": torch.tensor([[kmeans_nmi(feats[(layer, t)], labels, seeds=seeds)["mean"] for t in times]
+                                     for layer in layers], dtype=torch.float64)}
+
+    tensors, _ = load_or_compute("layer_time_nmi", config, compute, publish=publish, verbose=False)
+    return pd.DataFrame(tensors["nmi"].numpy(), index=list(layers), columns=list(times))

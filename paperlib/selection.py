@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from paperlib.cache import load_or_compute, module_fingerprint
 from paperlib.data import from_model_range
 from paperlib.diffusion import ddim_grid, two_stage_sample
 from paperlib.metrics import knee_point, saturation_point
@@ -29,7 +30,57 @@ from paperlib.models import ClassConditionalUNet
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
 
 
+def _check_grid(alpha_bar: Tensor, t_switches: Sequence[int], n_per_class: int, num_steps: int) -> None:
+    grid = ddim_grid(len(alpha_bar) - 1, num_steps).tolist()
+    bad = [t for t in t_switches if t not in grid]
+    if bad:
+        raise ValueError(f"t_switches must lie on the {num_steps}-step DDIM grid (step {grid[1]}), got {bad}")
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+
+
 @torch.no_grad()
+def two_stage_predictions(
+    model: ClassConditionalUNet,
+    classifiers: dict[str, nn.Module],
+    alpha_bar: Tensor,
+    t_c: int,
+    n_per_class: int,
+    num_steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 500,
+    clip_x0: bool = True,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Two-stage samples at one switch time ``t_c`` and every classifier's predicted class for them.
+
+    Batch ``b`` starts from the noise of generator seed ``seed * 100_003 + b`` whatever ``t_c`` is, so curves
+    over ``t_c`` compare switch times, not noise draws.
+
+    Returns:
+        ``(samples [C * n_per_class, 3, H, W] uint8, {name: predicted class [C * n_per_class]})``, samples
+        ordered class by class.
+    """
+    from paperlib.classifiers import predict
+
+    _check_grid(alpha_bar, [t_c], n_per_class, num_steps)
+    C, s = model.cfg.num_classes, model.cfg.sample_size
+    labels = torch.arange(C).repeat_interleave(n_per_class)
+    imgs = []
+    for b, start in enumerate(range(0, len(labels), batch_size)):
+        y = labels[start : start + batch_size]
+        x = two_stage_sample(model, (len(y), 3, s, s), y, alpha_bar, t_c, model.null_class,
+                             generator=seed * 100_003 + b, num_steps=num_steps, clip_x0=clip_x0)
+        imgs.append(from_model_range(x))
+    samples = torch.cat(imgs)
+    return samples, {name: predict(clf, samples).argmax(1) for name, clf in classifiers.items()}
+
+
+def _accuracy_rows(t_c: int, preds: dict[str, Tensor], labels: Tensor) -> list[dict]:
+    accs = {name: (p == labels).float().mean().item() for name, p in preds.items()}
+    rows = [{"t_c": t_c, "classifier": name, "accuracy": a} for name, a in accs.items()]
+    return rows + [{"t_c": t_c, "classifier": "mean", "accuracy": sum(accs.values()) / len(accs)}]
+
+
 def two_stage_accuracy(
     model: ClassConditionalUNet,
     classifiers: dict[str, nn.Module],
@@ -63,30 +114,65 @@ def two_stage_accuracy(
         ``(table, samples)``: one row per ``(t_c, classifier)`` with ``accuracy`` (plus a ``mean`` row per
         ``t_c``, the average of the classifiers as in the paper), and ``{t_c: [N, 3, H, W] uint8}``.
     """
-    from paperlib.classifiers import predict
-
-    grid = ddim_grid(len(alpha_bar) - 1, num_steps).tolist()
-    bad = [t for t in t_switches if t not in grid]
-    if bad:
-        raise ValueError(f"t_switches must lie on the {num_steps}-step DDIM grid (step {grid[1]}), got {bad}")
-    if n_per_class < 1:
-        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
-    C, s = model.cfg.num_classes, model.cfg.sample_size
-    labels = torch.arange(C).repeat_interleave(n_per_class)
+    _check_grid(alpha_bar, t_switches, n_per_class, num_steps)
+    labels = torch.arange(model.cfg.num_classes).repeat_interleave(n_per_class)
     rows, samples = [], {}
     for t_c in tqdm(list(t_switches), desc="two-stage sampling", disable=not progress):
-        imgs = []
-        for b, start in enumerate(range(0, len(labels), batch_size)):
-            y = labels[start : start + batch_size]
-            x = two_stage_sample(model, (len(y), 3, s, s), y, alpha_bar, t_c, model.null_class,
-                                 generator=seed * 100_003 + b, num_steps=num_steps, clip_x0=clip_x0)
-            imgs.append(from_model_range(x))
-        samples[t_c] = torch.cat(imgs)
-        accs = {}
-        for name, clf in classifiers.items():
-            accs[name] = (predict(clf, samples[t_c]).argmax(1) == labels).float().mean().item()
-            rows.append({"t_c": t_c, "classifier": name, "accuracy": accs[name]})
-        rows.append({"t_c": t_c, "classifier": "mean", "accuracy": sum(accs.values()) / len(accs)})
+        samples[t_c], preds = two_stage_predictions(model, classifiers, alpha_bar, t_c, n_per_class, num_steps,
+                                                    seed, batch_size, clip_x0)
+        rows += _accuracy_rows(t_c, preds, labels)
+    return pd.DataFrame(rows), samples
+
+
+def book_two_stage_accuracy(
+    cdm,
+    classifiers: dict[str, nn.Module],
+    profile: str,
+    t_switches: Sequence[int],
+    n_per_class: int,
+    num_steps: int = 50,
+    seed: int = 0,
+    keep_per_class: int = 4,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[int, Tensor]]:
+    """:func:`two_stage_accuracy` for a chapter, cached per switch time: each ``t_c`` is one small artifact of
+    the classifiers' predictions and a few samples per class, so an interrupted run resumes at the next ``t_c``
+    and, in the full profile (published into ``artifacts/``), ``make book`` redraws chapter 2 without sampling.
+
+    Args:
+        cdm: A :class:`paperlib.train.BookCDM`.
+        classifiers: ``{name: classifier}``; their weights are part of the cache key.
+        profile: ``"full"`` publishes into ``artifacts/``.
+        t_switches: Switch times on the ``num_steps`` grid.
+        n_per_class: Samples per class and switch time.
+        num_steps: DDIM steps.
+        seed: Seed of the initial noise.
+        keep_per_class: Samples per class and ``t_c`` kept for figures.
+        progress: tqdm bar over switch times.
+
+    Returns:
+        ``(table, samples)`` as :func:`two_stage_accuracy`, with ``samples[t_c]`` of shape
+        ``[C * keep_per_class, 3, H, W]`` (class by class).
+    """
+    _check_grid(cdm.alpha_bar, t_switches, n_per_class, num_steps)
+    C = cdm.model.cfg.num_classes
+    keep = min(keep_per_class, n_per_class)
+    keep_rows = (torch.arange(C)[:, None] * n_per_class + torch.arange(keep)).flatten()
+    labels = torch.arange(C).repeat_interleave(n_per_class)
+    config = {"model": cdm.manifest["key"], "classifiers": {n: module_fingerprint(c) for n, c in classifiers.items()},
+              "n_per_class": n_per_class, "num_steps": num_steps, "seed": seed, "keep_per_class": keep}
+    rows, samples = [], {}
+    for t_c in tqdm(list(t_switches), desc="two-stage sampling", disable=not progress):
+
+        def compute(t_c: int = t_c) -> dict[str, Tensor]:
+            imgs, preds = two_stage_predictions(cdm.model, classifiers, cdm.alpha_bar, t_c, n_per_class, num_steps,
+                                                seed)
+            return {"samples": imgs[keep_rows], **{f"pred.{n}": p.to(torch.uint8) for n, p in preds.items()}}
+
+        part, _ = load_or_compute("two_stage", {**config, "t_c": int(t_c)}, compute, publish=profile == "full",
+                                  verbose=False)
+        samples[t_c] = part["samples"]
+        rows += _accuracy_rows(t_c, {n: part[f"pred.{n}"].long() for n in classifiers}, labels)
     return pd.DataFrame(rows), samples
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from paperlib.cache import artifact_path, config_key, load_artifact, load_or_compute
+from paperlib.cache import artifact_path, config_key, load_artifact, load_or_compute, module_fingerprint
 
 
 def test_key_is_stable_and_sensitive():
@@ -38,3 +38,15 @@ def test_corrupt_artifact_is_detected(monkeypatch, tmp_path):
     path.with_suffix(".json").write_text(json.dumps(manifest))
     with pytest.raises(RuntimeError, match="sha256"):
         load_artifact(path)
+
+
+def test_module_fingerprint_follows_the_weights():
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    b = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    b.load_state_dict(a.state_dict())
+    assert module_fingerprint(a) == module_fingerprint(b)
+    with torch.no_grad():
+        b[0].weight[0, 0] += 1e-6
+    assert module_fingerprint(a) != module_fingerprint(b)
+    assert module_fingerprint(a) != module_fingerprint(a.to(torch.float64))

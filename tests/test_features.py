@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from paperlib import features
 from paperlib.data import to_model_range
 from paperlib.diffusion import alpha_bar, ddim_invert, linear_beta_schedule
-from paperlib.features import image_features, layer_time_features
+from paperlib.features import cached_image_features, image_features, layer_time_features, layer_time_nmi
 from paperlib.models import CDMConfig, ClassConditionalUNet
 
 TINY = CDMConfig(sample_size=8, num_classes=3, block_out_channels=(8, 8), attention_levels=(1,), norm_num_groups=4,
@@ -47,3 +48,24 @@ def test_bad_arguments(setup):
         layer_time_features(model, images, labels, AB, [250], ["mid"], num_steps=10, progress=False)
     with pytest.raises(ValueError, match="layers must be among"):
         layer_time_features(model, images, labels, AB, [0], ["middle"], num_steps=10, progress=False)
+
+
+def test_cached_features_match_and_are_computed_once(setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    model, images, labels = setup
+    f = cached_image_features(model, "tiny", images, labels, AB, 200, "mid", 10, progress=False)
+    torch.testing.assert_close(f, image_features(model, images, labels, AB, 200, "mid", 10, progress=False))
+    heat = layer_time_nmi(model, "tiny", images, labels, AB, [0, 200], ["mid", "down.0"], 10, seeds=[0],
+                          progress=False)
+    assert heat.shape == (2, 2) and list(heat.index) == ["mid", "down.0"] and list(heat.columns) == [0, 200]
+    assert ((heat >= 0) & (heat <= 1)).all().all()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed a cached result")
+
+    monkeypatch.setattr(features, "layer_time_features", fail)
+    torch.testing.assert_close(cached_image_features(model, "tiny", images, labels, AB, 200, "mid", 10), f)
+    assert layer_time_nmi(model, "tiny", images, labels, AB, [0, 200], ["mid", "down.0"], 10, seeds=[0]).equals(heat)
+    # Other images, another key.
+    with pytest.raises(AssertionError, match="recomputed"):
+        cached_image_features(model, "tiny", images.flip(0), labels, AB, 200, "mid", 10)

@@ -1,12 +1,21 @@
 """t* by two-stage sampling, and the hand-over of chosen values between chapters."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
+from paperlib import selection
 from paperlib.diffusion import alpha_bar, linear_beta_schedule
 from paperlib.models import CDMConfig, ClassConditionalUNet
-from paperlib.selection import choose_t_star, load_choice, record_choice, two_stage_accuracy
+from paperlib.selection import (
+    book_two_stage_accuracy,
+    choose_t_star,
+    load_choice,
+    record_choice,
+    two_stage_accuracy,
+)
 
 TINY = CDMConfig(sample_size=8, num_classes=2, block_out_channels=(8, 8), attention_levels=(1,), norm_num_groups=4,
                  attention_head_dim=8)
@@ -17,10 +26,10 @@ class Constant(nn.Module):
 
     def __init__(self, c: int):
         super().__init__()
-        self.c = c
+        self.register_buffer("c", torch.tensor(c))
 
     def forward(self, x):
-        return nn.functional.one_hot(torch.full((len(x),), self.c), 2).float()
+        return nn.functional.one_hot(self.c.expand(len(x)), 2).float()
 
 
 def test_two_stage_accuracy_table():
@@ -36,6 +45,38 @@ def test_two_stage_accuracy_table():
     assert not torch.equal(samples[0], samples[1000])
     with pytest.raises(ValueError, match="DDIM grid"):
         two_stage_accuracy(model, {}, ab, [250], 3, num_steps=10, progress=False)
+
+
+def test_book_two_stage_accuracy_caches_each_switch_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = ClassConditionalUNet(TINY).eval().requires_grad_(False)
+    ab = alpha_bar(linear_beta_schedule())
+    clfs = {"zero": Constant(0), "one": Constant(1)}
+    cdm = SimpleNamespace(model=model, alpha_bar=ab, manifest={"key": "tiny"})
+    table, samples = two_stage_accuracy(model, clfs, ab, [0, 500], 3, num_steps=10, progress=False)
+
+    def run(ts):
+        return book_two_stage_accuracy(cdm, clfs, "smoke", ts, 3, 10, keep_per_class=2, progress=False)
+
+    cached_table, cached = run([0, 500])
+    assert cached_table.equals(table)
+    # Two of the three samples of each class are kept, class by class.
+    assert torch.equal(cached[500], samples[500][[0, 1, 3, 4]])
+    assert len(list((tmp_path / "two_stage").glob("*.safetensors"))) == 2
+    # A second run samples only the switch time it has not seen.
+    seen, real = [], selection.two_stage_predictions
+
+    def spy(m, c, a, t_c, *rest):
+        seen.append(t_c)
+        return real(m, c, a, t_c, *rest)
+
+    monkeypatch.setattr(selection, "two_stage_predictions", spy)
+    run([0, 500, 1000])
+    assert seen == [1000]
+    # Other classifier weights, another key.
+    book_two_stage_accuracy(cdm, {"zero": Constant(1), "one": Constant(1)}, "smoke", [0], 3, 10, progress=False)
+    assert seen == [1000, 0]
 
 
 def test_choose_t_star():
