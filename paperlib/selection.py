@@ -152,7 +152,8 @@ def book_two_stage_accuracy(
 
     Returns:
         ``(table, samples)`` as :func:`two_stage_accuracy`, with ``samples[t_c]`` of shape
-        ``[C * keep_per_class, 3, H, W]`` (class by class).
+        ``[C * keep_per_class, 3, H, W]`` (class by class); ``table.attrs["seconds"]`` is the sampling time the
+        artifacts record (when they were computed, not this call's).
     """
     _check_grid(cdm.alpha_bar, t_switches, n_per_class, num_steps)
     C = cdm.model.cfg.num_classes
@@ -161,7 +162,7 @@ def book_two_stage_accuracy(
     labels = torch.arange(C).repeat_interleave(n_per_class)
     config = {"model": cdm.manifest["key"], "classifiers": {n: module_fingerprint(c) for n, c in classifiers.items()},
               "n_per_class": n_per_class, "num_steps": num_steps, "seed": seed, "keep_per_class": keep}
-    rows, samples = [], {}
+    rows, samples, seconds = [], {}, 0.0
     for t_c in tqdm(list(t_switches), desc="two-stage sampling", disable=not progress):
 
         def compute(t_c: int = t_c) -> dict[str, Tensor]:
@@ -169,11 +170,14 @@ def book_two_stage_accuracy(
                                                 seed)
             return {"samples": imgs[keep_rows], **{f"pred.{n}": p.to(torch.uint8) for n, p in preds.items()}}
 
-        part, _ = load_or_compute("two_stage", {**config, "t_c": int(t_c)}, compute, publish=profile == "full",
-                                  verbose=False)
+        part, manifest = load_or_compute("two_stage", {**config, "t_c": int(t_c)}, compute,
+                                         publish=profile == "full", verbose=False)
         samples[t_c] = part["samples"]
         rows += _accuracy_rows(t_c, {n: part[f"pred.{n}"].long() for n in classifiers}, labels)
-    return pd.DataFrame(rows), samples
+        seconds += manifest["wall_time_s"]
+    table = pd.DataFrame(rows)
+    table.attrs["seconds"] = seconds
+    return table, samples
 
 
 def choose_t_star(t: Sequence[int], accuracy: Sequence[float], delta: float = 0.01) -> dict[str, int | None]:
