@@ -95,6 +95,33 @@ def train_background_probes(
     return probes, pd.DataFrame(rows)
 
 
+def class_kept(outputs: dict[str, Tensor], labels: Tensor, classifiers: dict[str, nn.Module]) -> pd.DataFrame:
+    """Whether each method's outputs still show the input's class, on any dataset (no masks needed).
+
+    Args:
+        outputs: ``method -> [N, 3, H, W] uint8`` images aligned with ``labels``.
+        labels: ``[N]`` classes of the inputs.
+        classifiers: Chapter 2's classifiers.
+
+    Returns:
+        One row per method: ``class kept`` (the classifiers' mean accuracy, as in :func:`factor_changes`),
+        ``s.e.`` (its standard error over images, from each image's share of classifiers that are right) and
+        one column per classifier.
+    """
+    if not classifiers:
+        raise ValueError("classifiers must hold at least one classifier")
+    rows = {}
+    for name, out in outputs.items():
+        if len(out) != len(labels):
+            raise ValueError(f"{name}: {len(out)} outputs for {len(labels)} labels")
+        correct = torch.stack([(predict(c, out).argmax(1) == labels).float() for c in classifiers.values()])
+        per_image = correct.mean(0)
+        se = per_image.std().item() / len(per_image) ** 0.5 if len(per_image) > 1 else float("nan")
+        rows[name] = {"class kept": per_image.mean().item(), "s.e.": se,
+                      **{arch: c.mean().item() for arch, c in zip(classifiers, correct)}}
+    return pd.DataFrame(rows).T
+
+
 def factor_changes(
     inputs: ShapesData,
     outputs: dict[str, Tensor],

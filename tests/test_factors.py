@@ -1,10 +1,11 @@
 """Factor-by-factor measurements on shapes."""
 
+import pytest
 import torch
 from torch import nn
 
 from paperlib.data import make_shapes
-from paperlib.factors import factor_changes, foreground_color, pixel_change
+from paperlib.factors import class_kept, factor_changes, foreground_color, pixel_change
 
 
 class Oracle(nn.Module):
@@ -102,3 +103,16 @@ def test_ablation_subset_balances_backgrounds():
     n_other = int((d.factors["bg_family"] != d.labels).sum())
     assert len(rows) == 40 and len(rows.unique()) == 40 and (~own).sum() == min(20, n_other)
     assert torch.equal(rows, ablation_subset(d, 40, seed=0))
+
+
+def test_class_kept_counts_each_classifier_and_image():
+    labels = torch.tensor([0, 1, 2, 3])
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    right, half = Oracle(labels), Oracle(torch.tensor([0, 1, 5, 5]))
+    t = class_kept({"a": images, "b": images}, labels, {"right": right, "half": half})
+    assert list(t.index) == ["a", "b"] and t.loc["a", "right"] == 1.0 and t.loc["a", "half"] == 0.5
+    assert t.loc["a", "class kept"] == 0.75
+    # Per image: 1, 1, 0.5, 0.5 -> std 0.2887, s.e. = std / 2.
+    assert t.loc["a", "s.e."] == pytest.approx(torch.tensor([1, 1, 0.5, 0.5]).std().item() / 2)
+    with pytest.raises(ValueError, match="outputs for"):
+        class_kept({"a": images[:3]}, labels, {"right": right})
