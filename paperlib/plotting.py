@@ -325,7 +325,8 @@ def two_stage_curves(curves: Mapping[str, pd.DataFrame], t_star: Mapping[str, in
     """Accuracy against the switch time ``t_c`` per dataset: each classifier thin, their mean thick (Fig. 20).
 
     Args:
-        curves: ``dataset -> DataFrame(t_c, classifier, accuracy)`` (classifier ``"mean"`` = the average).
+        curves: ``dataset -> DataFrame(t_c, classifier, accuracy[, se])`` (classifier ``"mean"`` = the
+            average; its standard error ``se`` over samples is drawn as a band).
         t_star: Chosen ``t*`` per dataset (dashed).
         knee: Kneedle knee per dataset (dotted), or None.
     """
@@ -335,6 +336,9 @@ def two_stage_curves(curves: Mapping[str, pd.DataFrame], t_star: Mapping[str, in
             thick = name == "mean"
             ax.plot(g.t_c, 100 * g.accuracy, marker="o" if thick else None, ms=3, lw=2 if thick else 0.8,
                     alpha=1 if thick else 0.6, color="k" if thick else None, label=name)
+            if thick and "se" in g:
+                ax.fill_between(g.t_c, 100 * (g.accuracy - g.se), 100 * (g.accuracy + g.se), color="k",
+                                alpha=0.15, lw=0, label="mean ± s.e.")
         ax.axvline(t_star[ds], color=METHOD_COLORS["clarid"], ls="--", lw=1, label=f"$t^*$ = {t_star[ds]}")
         if knee.get(ds) is not None:
             ax.axvline(knee[ds], color="grey", ls=":", lw=1, label=f"knee = {knee[ds]}")

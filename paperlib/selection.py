@@ -76,9 +76,14 @@ def two_stage_predictions(
 
 
 def _accuracy_rows(t_c: int, preds: dict[str, Tensor], labels: Tensor) -> list[dict]:
-    accs = {name: (p == labels).float().mean().item() for name, p in preds.items()}
-    rows = [{"t_c": t_c, "classifier": name, "accuracy": a} for name, a in accs.items()]
-    return rows + [{"t_c": t_c, "classifier": "mean", "accuracy": sum(accs.values()) / len(accs)}]
+    correct = torch.stack([(p == labels).double() for p in preds.values()])  # [classifiers, N]
+    n = correct.shape[1]
+    rows = [{"t_c": t_c, "classifier": name, "accuracy": c.mean().item(),
+             "se": (c.var(correction=0) / n).sqrt().item()} for name, c in zip(preds, correct)]
+    # The mean's standard error is over samples of the per-sample fraction of classifiers that are right.
+    per_sample = correct.mean(0)
+    return rows + [{"t_c": t_c, "classifier": "mean", "accuracy": per_sample.mean().item(),
+                    "se": (per_sample.var(correction=1) / n).sqrt().item() if n > 1 else float("nan")}]
 
 
 def two_stage_accuracy(
@@ -111,8 +116,9 @@ def two_stage_accuracy(
         progress: tqdm bar.
 
     Returns:
-        ``(table, samples)``: one row per ``(t_c, classifier)`` with ``accuracy`` (plus a ``mean`` row per
-        ``t_c``, the average of the classifiers as in the paper), and ``{t_c: [N, 3, H, W] uint8}``.
+        ``(table, samples)``: one row per ``(t_c, classifier)`` with ``accuracy`` and its standard error
+        ``se`` over samples (plus a ``mean`` row per ``t_c``, the average of the classifiers as in the paper),
+        and ``{t_c: [N, 3, H, W] uint8}``.
     """
     _check_grid(alpha_bar, t_switches, n_per_class, num_steps)
     labels = torch.arange(model.cfg.num_classes).repeat_interleave(n_per_class)

@@ -41,6 +41,10 @@ def test_two_stage_accuracy_table():
     assert set(samples) == {0, 500, 1000} and samples[0].shape == (6, 3, 8, 8) and samples[0].dtype == torch.uint8
     # Half the samples are of each class, so each constant classifier is right on exactly half.
     assert (table.accuracy == 0.5).all() and set(table.classifier) == {"zero", "one", "mean"}
+    # Binomial s.e. of each classifier; every sample has exactly one of the two right, so the mean's is 0.
+    one = table[table.classifier != "mean"].se
+    assert torch.allclose(torch.tensor(one.to_numpy()), torch.tensor((0.25 / 6) ** 0.5, dtype=torch.float64))
+    assert (table[table.classifier == "mean"].se == 0).all()
     # Same noise at every switch time; fully unconditional and fully conditional runs differ.
     assert not torch.equal(samples[0], samples[1000])
     with pytest.raises(ValueError, match="DDIM grid"):
