@@ -122,6 +122,25 @@ def class_kept(outputs: dict[str, Tensor], labels: Tensor, classifiers: dict[str
     return pd.DataFrame(rows).T
 
 
+
+def class_kept_verdict(table: pd.DataFrame, method: str = "CLARID", reference: str = "original",
+                       control: str = "random dirs") -> str:
+    """One clause on whether ``method`` keeps the class as often as ``reference`` (gap beyond two s.e.).
+
+    Args:
+        table: :func:`class_kept` output (``class kept`` and ``s.e.`` per method).
+        method, reference, control: Row names compared (the control is the random-direction one).
+    """
+    k = table
+    gap = k.loc[method, "class kept"] - k.loc[reference, "class kept"]
+    noise = 2 * (k.loc[method, "s.e."] ** 2 + k.loc[reference, "s.e."] ** 2) ** 0.5
+    if abs(gap) <= noise:
+        return f"so {method} keeps the class as often as the originals carry it (within two standard errors)"
+    below_control = k.loc[method, "class kept"] < k.loc[control, "class kept"] - noise
+    return (f"so {method} {'loses' if gap < 0 else 'adds'} class evidence: {abs(100 * gap):.0f} points "
+            f"{'fewer' if gap < 0 else 'more'} of its outputs are recognised than of the originals"
+            + (", and fewer than after removing as many random directions" if below_control else ""))
+
 def factor_changes(
     inputs: ShapesData,
     outputs: dict[str, Tensor],

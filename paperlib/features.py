@@ -155,3 +155,33 @@ def layer_time_nmi(
 
     tensors, _ = load_or_compute("layer_time_nmi", config, compute, publish=publish, verbose=False)
     return pd.DataFrame(tensors["nmi"].numpy(), index=list(layers), columns=list(times))
+
+
+def condition_control(
+    model: ClassConditionalUNet,
+    model_key: str,
+    images: Tensor,
+    labels: Tensor,
+    alpha_bar: Tensor,
+    t: int,
+    layer: str = "mid",
+    num_steps: int = 100,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    seed: int = 0,
+    publish: bool = False,
+) -> dict[str, dict[str, float]]:
+    """K-means NMI of features taken under a *shuffled* class condition (our control for App. G's NMI).
+
+    The images are inverted and featurised with ``labels`` permuted (seeded by ``seed``). If the features
+    cluster by that condition more than by the true class, NMI measures the class embedding, not the image.
+
+    Returns:
+        ``{"condition": NMI with the shuffled labels, "class": NMI with the true labels}``, each
+        :func:`paperlib.metrics.kmeans_nmi`'s ``{"mean", "std", ...}``.
+    """
+    from paperlib.metrics import kmeans_nmi
+
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
+    f = cached_image_features(model, model_key, images, shuffled, alpha_bar, t, layer, num_steps, publish=publish,
+                              progress=False)
+    return {"condition": kmeans_nmi(f, shuffled, seeds=seeds), "class": kmeans_nmi(f, labels, seeds=seeds)}

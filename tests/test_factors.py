@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from paperlib.data import make_shapes
-from paperlib.factors import class_kept, factor_changes, foreground_color, pixel_change
+from paperlib.factors import class_kept, class_kept_verdict, factor_changes, foreground_color, pixel_change
 
 
 class Oracle(nn.Module):
@@ -116,3 +116,16 @@ def test_class_kept_counts_each_classifier_and_image():
     assert t.loc["a", "s.e."] == pytest.approx(torch.tensor([1, 1, 0.5, 0.5]).std().item() / 2)
     with pytest.raises(ValueError, match="outputs for"):
         class_kept({"a": images[:3]}, labels, {"right": right})
+
+
+def test_class_kept_verdict_uses_two_standard_errors():
+    import pandas as pd
+
+    t = pd.DataFrame({"class kept": [0.80, 0.78, 0.79], "s.e.": [0.01, 0.01, 0.01]},
+                     index=["original", "CLARID", "random dirs"])
+    assert "as often" in class_kept_verdict(t)  # gap 0.02 < 2 * sqrt(2) * 0.01
+    t.loc["CLARID", "class kept"] = 0.56
+    v = class_kept_verdict(t)
+    assert "loses" in v and "24 points fewer" in v and "random directions" in v
+    t.loc["CLARID", "class kept"] = 0.95
+    assert "adds" in class_kept_verdict(t) and "random" not in class_kept_verdict(t)

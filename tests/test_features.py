@@ -6,7 +6,13 @@ import torch
 from paperlib import features
 from paperlib.data import to_model_range
 from paperlib.diffusion import alpha_bar, ddim_invert, linear_beta_schedule
-from paperlib.features import cached_image_features, image_features, layer_time_features, layer_time_nmi
+from paperlib.features import (
+    cached_image_features,
+    condition_control,
+    image_features,
+    layer_time_features,
+    layer_time_nmi,
+)
 from paperlib.models import CDMConfig, ClassConditionalUNet
 
 TINY = CDMConfig(sample_size=8, num_classes=3, block_out_channels=(8, 8), attention_levels=(1,), norm_num_groups=4,
@@ -69,3 +75,17 @@ def test_cached_features_match_and_are_computed_once(setup, tmp_path, monkeypatc
     # Other images, another key.
     with pytest.raises(AssertionError, match="recomputed"):
         cached_image_features(model, "tiny", images.flip(0), labels, AB, 200, "mid", 10)
+
+
+def test_condition_control_featurises_under_shuffled_labels(setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    model, images, labels = setup
+    out = condition_control(model, "tiny", images, labels, AB, 200, "mid", 10, seeds=[0], seed=3)
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(3))]
+    assert not torch.equal(shuffled, labels)
+    # The features it scored are the cached ones under the shuffled condition, not the true one.
+    calls = []
+    monkeypatch.setattr(features, "image_features", lambda *a, **k: calls.append(a) or None)
+    cached_image_features(model, "tiny", images, shuffled, AB, 200, "mid", 10)
+    assert not calls
+    assert set(out) == {"condition", "class"} and all(0 <= v["mean"] <= 1 for v in out.values())
