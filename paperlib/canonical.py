@@ -321,12 +321,16 @@ def book_clarid_run(
 
 def canonical_features(
     cdm: BookCDM, run: dict[str, Tensor], cfg: ClaridConfig, layer: str, t: int, num_steps: int = 100,
-    publish: bool = False, progress: bool = True,
+    publish: bool = False, progress: bool = True, condition: str = "class",
 ) -> tuple[dict[str, Tensor], dict]:
     """Canonical Features (§3.7) of a CLARID run, and the same features of its CFG samples and originals.
 
     Each is ``avgpool f_{l_f,t_f}`` at the DDIM inversion of the image to ``t_f``
     (:func:`paperlib.features.image_features`), one rule for all three.
+
+    Args:
+        condition: ``"class"``: inverted and featurised under the image's label (the paper's
+            ``f_{l,t}(x, c)``); ``"null"``: under the null class, features that see only the image [O].
 
     Returns:
         ``(tensors, manifest)`` with ``canonical``, ``cfg`` (first CFG scale), ``original`` ``[M, C_l]``,
@@ -336,12 +340,17 @@ def canonical_features(
 
     config = {"model": cdm.manifest["key"], "clarid": cfg.to_dict(), "indices_sha": config_key(run["indices"].tolist()),
               "layer": layer, "t": int(t), "num_steps": num_steps}
+    if condition not in ("class", "null"):
+        raise ValueError(f"condition must be 'class' or 'null', got {condition!r}")
+    if condition == "null":
+        config["condition"] = "null"
 
     def compute() -> dict[str, Tensor]:
         labels = run["labels"]
+        cond = labels if condition == "class" else torch.full_like(labels, cdm.model.null_class)
         sets = {"canonical": run["img.clarid"], "cfg": run[f"img.cfg{cfg.cfg_scales[0]:g}"],
                 "original": cdm.images[run["indices"]]}
-        out = {k: image_features(cdm.model, v, labels, cdm.alpha_bar, int(t), layer, num_steps, progress=progress)
+        out = {k: image_features(cdm.model, v, cond, cdm.alpha_bar, int(t), layer, num_steps, progress=progress)
                for k, v in sets.items()}
         return {**out, "indices": run["indices"], "labels": labels}
 

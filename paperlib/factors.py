@@ -17,6 +17,8 @@ control that removes as many random directions, not read in absolute terms.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -230,23 +232,10 @@ def clarid_ablation(
         background should lower it) and on a random one (``random bg``: painting class-typical background
         raises it), for CLARID, the control and the inputs; seconds per image.
     """
-    from dataclasses import replace
-
-    from paperlib.canonical import clarid_dataset
-
     if len(inputs.labels) != len(indices) or not torch.equal(inputs.labels, cdm.labels[indices]):
         raise ValueError("inputs must be cdm's training images at indices (labels differ)")
     rows = {}
-    for name, overrides in tqdm(list((variants or ABLATIONS).items()), desc="CLARID variants",
-                                disable=not progress):
-        o = dict(overrides)
-        if "t_star" in o:
-            o["t_star"] = base.t_star + o["t_star"]
-            if not 0 < o["t_star"] <= len(cdm.alpha_bar) - 1:
-                raise ValueError(f"variant {name!r}: t* = {o['t_star']} is off the schedule")
-        cfg = replace(base, cfg_scales=(), fixed_ks=(), **o)
-        run, _ = clarid_dataset(cdm.model, cdm.manifest["key"], cdm.images, cdm.labels, indices, cdm.alpha_bar,
-                                cfg, publish=publish, progress=progress)
+    for name, cfg, run in variant_runs(cdm, base, indices, variants, publish, progress):
         t = factor_changes(inputs, {"CLARID": run["img.clarid"], "random": run["img.random"]}, classifiers, probes)
         ctrl_out = max(t.loc["random", "change outside fg"], 1e-8)
         rows[name] = {
@@ -261,6 +250,73 @@ def clarid_ablation(
                for who, row in (("", "CLARID"), (" (ctrl)", "random"), (" (inputs)", "original"))},
             "s / image": run["seconds"].mean().item(),
         }
+    return pd.DataFrame(rows).T
+
+
+def variant_runs(cdm, base, indices: Tensor, variants: dict[str, dict] | None = None, publish: bool = False,
+                 progress: bool = True) -> Iterator[tuple[str, object, dict[str, Tensor]]]:
+    """CLARID run of each variant on ``cdm``'s training images at ``indices`` (cached, resumable).
+
+    Each variant is :class:`paperlib.canonical.ClaridConfig` ``base`` with some fields replaced (``t_star`` as
+    an offset), run with :func:`paperlib.canonical.clarid_dataset` without the CFG and fixed-k decodes.
+
+    Yields:
+        ``(name, cfg, run)`` per variant, in order.
+
+    Raises:
+        ValueError: for a variant whose t* is off the schedule.
+    """
+    from dataclasses import replace
+
+    from paperlib.canonical import clarid_dataset
+
+    for name, overrides in tqdm(list((variants or ABLATIONS).items()), desc="CLARID variants",
+                                disable=not progress):
+        o = dict(overrides)
+        if "t_star" in o:
+            o["t_star"] = base.t_star + o["t_star"]
+            if not 0 < o["t_star"] <= len(cdm.alpha_bar) - 1:
+                raise ValueError(f"variant {name!r}: t* = {o['t_star']} is off the schedule")
+        cfg = replace(base, cfg_scales=(), fixed_ks=(), **o)
+        run, _ = clarid_dataset(cdm.model, cdm.manifest["key"], cdm.images, cdm.labels, indices, cdm.alpha_bar,
+                                cfg, publish=publish, progress=progress)
+        yield name, cfg, run
+
+
+def class_kept_ablation(
+    cdm,
+    base,
+    indices: Tensor,
+    classifiers: dict[str, nn.Module],
+    variants: dict[str, dict] | None = None,
+    publish: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """CLARID variants against their own random-direction controls, by the one factor every dataset has: is
+    the class kept? (:func:`class_kept`; the CIFAR-10 counterpart of :func:`clarid_ablation`.)
+
+    Args:
+        cdm: A :class:`paperlib.train.BookCDM`.
+        base: The chapters' CLARID configuration.
+        indices: ``[M]`` rows of ``cdm``'s training set.
+        classifiers: Chapter 2's classifiers.
+        variants: Name -> overrides (default :data:`ABLATIONS`).
+        publish: Save the runs into ``artifacts/``.
+        progress: tqdm bars.
+
+    Returns:
+        One row per variant: ``t*``, ``k* (mean)``, ``class kept`` and its ``s.e.``, the same for the control
+        (``ctrl``), the inputs' ``class kept (inputs)``, and seconds per image.
+    """
+    labels = cdm.labels[indices]
+    inputs = class_kept({"inputs": cdm.images[indices]}, labels, classifiers).loc["inputs", "class kept"]
+    rows = {}
+    for name, cfg, run in variant_runs(cdm, base, indices, variants, publish, progress):
+        t = class_kept({"CLARID": run["img.clarid"], "random": run["img.random"]}, labels, classifiers)
+        rows[name] = {"t*": cfg.t_star, "k* (mean)": run["k_star"].float().mean().item(),
+                      "class kept": t.loc["CLARID", "class kept"], "s.e.": t.loc["CLARID", "s.e."],
+                      "class kept (ctrl)": t.loc["random", "class kept"], "s.e. (ctrl)": t.loc["random", "s.e."],
+                      "class kept (inputs)": inputs, "s / image": run["seconds"].mean().item()}
     return pd.DataFrame(rows).T
 
 
@@ -315,3 +371,20 @@ def ablation_verdict(table: pd.DataFrame, margin: float = 0.05, keep: float = 0.
               f"the inputs' {inp_rand:.2f} and the control's): " + (", ".join(paints) if paints else "no variant")
               + ".")
     return first + second
+
+
+def class_kept_ablation_verdict(table: pd.DataFrame) -> str:
+    """One sentence from :func:`class_kept_ablation`'s table: which variants keep the class as often as the
+    inputs carry it, and which keep it better than their random control (gaps beyond two standard errors).
+    """
+    inputs = float(table["class kept (inputs)"].iloc[0])
+    as_inputs = [str(n) for n, a in table.iterrows() if a["class kept"] >= inputs - 2 * a["s.e."]]
+    above_ctrl = [str(n) for n, a in table.iterrows()
+                  if a["class kept"] > a["class kept (ctrl)"] + 2 * (a["s.e."] ** 2 + a["s.e. (ctrl)"] ** 2) ** 0.5]
+    below_ctrl = [str(n) for n, a in table.iterrows()
+                  if a["class kept"] < a["class kept (ctrl)"] - 2 * (a["s.e."] ** 2 + a["s.e. (ctrl)"] ** 2) ** 0.5]
+    return (f"Keeping the class as often as the inputs carry it ({inputs:.2f}, within two standard errors): "
+            + (", ".join(as_inputs) if as_inputs else "no variant")
+            + ". Keeping it better than removing as many random directions: "
+            + (", ".join(above_ctrl) if above_ctrl else "no variant")
+            + "; worse: " + (", ".join(below_ctrl) if below_ctrl else "no variant") + ".")

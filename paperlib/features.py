@@ -135,8 +135,14 @@ def layer_time_nmi(
     seeds: Sequence[int] = (0, 1),
     publish: bool = False,
     progress: bool = True,
+    condition: Tensor | None = None,
 ) -> pd.DataFrame:
     """K-means NMI of ``avgpool f_{l,t}`` with the labels over a layer x time grid (App. G.1, Fig. 18), cached.
+
+    Args:
+        condition: ``[N]`` class condition of the inversion and the features (e.g. all ``model.null_class``:
+            features that see only the image [O]); default ``labels`` (the paper's ``f_{l,t}(x, c)``). The
+            NMI is always scored against ``labels``.
 
     Returns:
         ``[len(layers), len(times)]`` mean NMI over ``seeds`` (:func:`paperlib.metrics.kmeans_nmi`), rows
@@ -147,9 +153,15 @@ def layer_time_nmi(
     config = {"model": model_key, "images": tensor_fingerprint(images), "labels": tensor_fingerprint(labels),
               "times": [int(t) for t in times], "layers": list(layers), "num_steps": num_steps,
               "seeds": [int(s) for s in seeds]}
+    if condition is not None:
+        if condition.shape != labels.shape:
+            raise ValueError(f"condition must have the labels' shape {tuple(labels.shape)}, "
+                             f"got {tuple(condition.shape)}")
+        config["condition"] = tensor_fingerprint(condition)
+    cond = labels if condition is None else condition
 
     def compute() -> dict[str, Tensor]:
-        feats = layer_time_features(model, images, labels, alpha_bar, times, layers, num_steps, progress=progress)
+        feats = layer_time_features(model, images, cond, alpha_bar, times, layers, num_steps, progress=progress)
         return {"nmi": torch.tensor([[kmeans_nmi(feats[(layer, t)], labels, seeds=seeds)["mean"] for t in times]
                                      for layer in layers], dtype=torch.float64)}
 
@@ -185,3 +197,32 @@ def condition_control(
     f = cached_image_features(model, model_key, images, shuffled, alpha_bar, t, layer, num_steps, publish=publish,
                               progress=False)
     return {"condition": kmeans_nmi(f, shuffled, seeds=seeds), "class": kmeans_nmi(f, labels, seeds=seeds)}
+
+
+def nmi_verdict(table: pd.DataFrame, dataset: str, saturated: float = 0.95, cfg: str | None = None) -> str:
+    """One sentence on a dataset's NMI table: saturation on the originals, CLARID against the originals
+    (beyond both K-means spreads) and against the random-direction control; optionally CFG against CLARID
+    (the paper's Fig. 4 has CFG above CLARID).
+
+    Args:
+        table: Indexed by method (``original``, ``clarid``, ``random``, ...), columns ``NMI`` and ``std``.
+        dataset: Name used in the sentence.
+        saturated: NMI of the originals from which it cannot show an improvement.
+        cfg: Row of the CFG samples to compare with CLARID (e.g. ``"cfg3"``).
+
+    Raises:
+        KeyError: if a needed method is missing.
+    """
+    o, c, rnd = (table.loc[m, "NMI"] for m in ("original", "clarid", "random"))
+    spread = table.loc["clarid", "std"] + table.loc["original", "std"]
+    sat = (f"saturated (≥ {saturated:g}) already on the originals, so it cannot show an improvement"
+           if o >= saturated else "not saturated on the originals")
+    rel = "higher" if c > o + spread else "lower" if c < o - spread else "no different (within the K-means spread)"
+    beat = "better" if c > rnd + table.loc["clarid", "std"] + table.loc["random", "std"] else "no better"
+    out = (f"**{dataset}**: NMI is {sat}; CLARID's features cluster {rel} than the originals' "
+           f"({c:.3f} vs {o:.3f}), and {beat} than after removing as many random directions ({rnd:.3f})")
+    if cfg is not None:
+        f, f_spread = table.loc[cfg, "NMI"], table.loc[cfg, "std"] + table.loc["clarid", "std"]
+        order = "above" if f > c + f_spread else "below" if f < c - f_spread else "level with"
+        out += f"; CFG ({cfg}) clusters {order} CLARID ({f:.3f})"
+    return out + "."

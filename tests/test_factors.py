@@ -129,3 +129,37 @@ def test_class_kept_verdict_uses_two_standard_errors():
     assert "loses" in v and "24 points fewer" in v and "random directions" in v
     t.loc["CLARID", "class kept"] = 0.95
     assert "adds" in class_kept_verdict(t) and "random" not in class_kept_verdict(t)
+
+
+def test_class_kept_ablation_and_verdict():
+    from types import SimpleNamespace
+
+    from paperlib.canonical import ClaridConfig
+    from paperlib.diffusion import alpha_bar, linear_beta_schedule
+    from paperlib.factors import class_kept_ablation, class_kept_ablation_verdict
+    from paperlib.models import CDMConfig, ClassConditionalUNet
+
+    torch.manual_seed(0)
+    tiny = CDMConfig(sample_size=8, num_classes=10, block_out_channels=(8, 8), attention_levels=(), norm_num_groups=4,
+                     attention_head_dim=8)
+    labels = torch.arange(10) % 10
+    images = torch.randint(0, 256, (10, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    cdm = SimpleNamespace(model=ClassConditionalUNet(tiny).eval().requires_grad_(False), manifest={"key": "tiny8"},
+                          images=images, labels=labels, alpha_bar=alpha_bar(linear_beta_schedule()))
+    idx = torch.tensor([2, 5, 7])
+    base = ClaridConfig(t_star=400, K=3, num_steps=10)
+    table = class_kept_ablation(cdm, base, idx, {"a": Oracle(labels[idx])},
+                                {"base": {}, "earlier": {"t_star": -200}}, progress=False)
+    assert list(table.index) == ["base", "earlier"] and list(table["t*"]) == [400, 200]
+    # The oracle is right on every input, whatever the image: every row keeps the class fully.
+    assert (table[["class kept", "class kept (ctrl)", "class kept (inputs)"]] == 1.0).all().all()
+    v = class_kept_ablation_verdict(table)
+    assert "(1.00, within two standard errors): base, earlier" in v and "random directions: no variant" in v
+
+    import pandas as pd
+
+    t = pd.DataFrame({"class kept": [0.55, 0.78], "s.e.": [0.02, 0.02], "class kept (ctrl)": [0.75, 0.60],
+                      "s.e. (ctrl)": [0.02, 0.02], "class kept (inputs)": [0.80, 0.80]}, index=["paper", "t* - 200"])
+    v = class_kept_ablation_verdict(t)
+    assert "inputs carry it (0.80, within two standard errors): t* - 200." in v
+    assert "random directions: t* - 200; worse: paper." in v

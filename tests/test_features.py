@@ -89,3 +89,43 @@ def test_condition_control_featurises_under_shuffled_labels(setup, tmp_path, mon
     cached_image_features(model, "tiny", images, shuffled, AB, 200, "mid", 10)
     assert not calls
     assert set(out) == {"condition", "class"} and all(0 <= v["mean"] <= 1 for v in out.values())
+
+
+def test_layer_time_nmi_under_another_condition(setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    model, images, labels = setup
+    null = torch.full_like(labels, model.null_class)
+    calls = []
+    real = features.layer_time_features
+    monkeypatch.setattr(features, "layer_time_features",
+                        lambda m, x, y, *a, **k: calls.append(y) or real(m, x, y, *a, **k))
+    heat = layer_time_nmi(model, "tiny", images, labels, AB, [0, 200], ["mid"], 10, seeds=[0], condition=null)
+    heat_c = layer_time_nmi(model, "tiny", images, labels, AB, [0, 200], ["mid"], 10, seeds=[0])
+    # Featurised under the given condition, and cached under another key than the class-conditional sweep.
+    assert torch.equal(calls[0], null) and torch.equal(calls[1], labels) and len(calls) == 2
+    assert heat.shape == heat_c.shape == (1, 2)
+    # At t = 0 the image is not inverted, so only the condition changes the feature, hence (maybe) the NMI.
+    f_null = layer_time_features(model, images, null, AB, [0], ["mid"], 10, progress=False)[("mid", 0)]
+    f_cls = layer_time_features(model, images, labels, AB, [0], ["mid"], 10, progress=False)[("mid", 0)]
+    assert not torch.allclose(f_null, f_cls)
+    with pytest.raises(ValueError, match="labels' shape"):
+        layer_time_nmi(model, "tiny", images, labels, AB, [0], ["mid"], 10, seeds=[0], condition=null[:2])
+
+
+def test_nmi_verdict():
+    import pandas as pd
+
+    from paperlib.features import nmi_verdict
+
+    t = pd.DataFrame({"NMI": [0.90, 0.99, 0.91], "std": [0.01, 0.005, 0.01]}, index=["original", "clarid", "random"])
+    v = nmi_verdict(t, "toy")
+    assert v.startswith("**toy**") and "not saturated" in v and "higher" in v and ", and better" in v
+    t.loc["clarid", "NMI"] = 0.905
+    v = nmi_verdict(t, "toy")
+    assert "no different" in v and "no better" in v and "CFG" not in v
+    t.loc["cfg3"] = [0.99, 0.01]
+    assert nmi_verdict(t, "toy", cfg="cfg3").endswith("; CFG (cfg3) clusters above CLARID (0.990).")
+    t.loc["original", "NMI"] = 0.97
+    assert "saturated (≥ 0.95)" in nmi_verdict(t, "toy") and "lower" in nmi_verdict(t, "toy")
+    with pytest.raises(KeyError):
+        nmi_verdict(t.drop("random"), "toy")

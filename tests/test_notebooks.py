@@ -81,12 +81,17 @@ def test_nmi_notebook_smoke():
         for method in ("original", "clarid", "random", "cfg3"):
             assert 0 <= _mean(g[f"nmi_{ds}_{method}"]) <= 1
     assert "saturated" in g["verdict_text"]
+    assert "fig_heat_null" in g and "fig_nmi_k_null" in g and g["verdict_null"].count("saturated") == len(DATASETS)
+    for ds in DATASETS:
+        assert int(g[f"tf0_{ds}"]) in profile_parameters("smoke", "04_nmi")["SWEEP_TIMES"]
+        assert 0 <= _mean(g[f"nmi0_{ds}_clarid"]) <= 1
 
 
 def test_canonical_samples_notebook_smoke():
     g = _run("05_canonical_samples")  # reads chapters 2-4's recorded choices
     for name in ["fig_gallery_shapes", "fig_gallery_cifar10", "table_factors", "table_probe_checks", "table_cache",
-                 "verdict_factors", "table_ablation", "verdict_ablation"]:
+                 "verdict_factors", "table_ablation", "verdict_ablation", "table_ablation_class",
+                 "verdict_ablation_cifar10"]:
         assert name in g, name
     for key in ("cls_orig", "cls_clarid", "cls_random", "fam_clarid"):
         assert 0 <= float(g[key]) <= 1, key
