@@ -124,6 +124,10 @@ def class_kept(outputs: dict[str, Tensor], labels: Tensor, classifiers: dict[str
     return pd.DataFrame(rows).T
 
 
+def _two_se(se_a: float, se_b: float) -> float:
+    """Two standard errors of a difference of two independent means."""
+    return 2 * (se_a**2 + se_b**2) ** 0.5
+
 
 def class_kept_verdict(table: pd.DataFrame, method: str = "CLARID", reference: str = "original",
                        control: str = "random dirs") -> str:
@@ -133,15 +137,41 @@ def class_kept_verdict(table: pd.DataFrame, method: str = "CLARID", reference: s
         table: :func:`class_kept` output (``class kept`` and ``s.e.`` per method).
         method, reference, control: Row names compared (the control is the random-direction one).
     """
-    k = table
-    gap = k.loc[method, "class kept"] - k.loc[reference, "class kept"]
-    noise = 2 * (k.loc[method, "s.e."] ** 2 + k.loc[reference, "s.e."] ** 2) ** 0.5
+    kept, se = table["class kept"], table["s.e."]
+    gap = kept[method] - kept[reference]
+    noise = _two_se(se[method], se[reference])
     if abs(gap) <= noise:
         return f"so {method} keeps the class as often as the originals carry it (within two standard errors)"
-    below_control = k.loc[method, "class kept"] < k.loc[control, "class kept"] - noise
+    below_control = kept[method] < kept[control] - noise
     return (f"so {method} {'loses' if gap < 0 else 'adds'} class evidence: {abs(100 * gap):.0f} points "
             f"{'fewer' if gap < 0 else 'more'} of its outputs are recognised than of the originals"
             + (", and fewer than after removing as many random directions" if below_control else ""))
+
+
+def factor_verdict(table: pd.DataFrame, method: str = "CLARID", control: str = "random dirs",
+                   reference: str = "original") -> str:
+    """One sentence from :func:`factor_changes`'s table: how ``method`` changes the background against the
+    random-direction ``control``, and whether the class can still be read from, or is painted into, it.
+
+    Painting: on inputs on another class's background, the class-from-background probe reads the input's class
+    from ``method``'s outputs more than 0.05 above both the inputs and the control.
+    """
+    m, c, r = (table.loc[row].astype(float) for row in (method, control, reference))
+    out, ratio, bg, rand = "change outside fg", "inside / outside", "class from bg", "class from bg (random bg)"
+    read = "less well than" if m[bg] < r[bg] - 0.02 else "about as well as or better than"
+    paint = ("paints class-typical background, as CFG is said to" if m[rand] > max(r[rand], c[rand]) + 0.05
+             else "does not paint class-typical background")
+    return "; ".join([
+        f"{method} changes the background {'more' if m[out] > c[out] else 'less'} than removing as many random "
+        f"directions ({m[out]:.3f} vs {c[out]:.3f})",
+        f"its change is {'more' if m[ratio] < c[ratio] else 'less'} concentrated on the background than the random "
+        f"control's (inside/outside ratio {m[ratio]:.2f} vs {c[ratio]:.2f})",
+        f"the class can be read from its backgrounds {read} from the originals' ({m[bg]:.2f} vs {r[bg]:.2f})",
+        f"and on inputs whose background belongs to another class, {method}'s backgrounds show the input's class "
+        f"{m[rand]:.2f} of the time against {r[rand]:.2f} for the originals and {c[rand]:.2f} for the random "
+        f"control: {method} {paint}",
+    ]) + "."
+
 
 def factor_changes(
     inputs: ShapesData,
@@ -379,10 +409,10 @@ def class_kept_ablation_verdict(table: pd.DataFrame) -> str:
     """
     inputs = float(table["class kept (inputs)"].iloc[0])
     as_inputs = [str(n) for n, a in table.iterrows() if a["class kept"] >= inputs - 2 * a["s.e."]]
-    above_ctrl = [str(n) for n, a in table.iterrows()
-                  if a["class kept"] > a["class kept (ctrl)"] + 2 * (a["s.e."] ** 2 + a["s.e. (ctrl)"] ** 2) ** 0.5]
-    below_ctrl = [str(n) for n, a in table.iterrows()
-                  if a["class kept"] < a["class kept (ctrl)"] - 2 * (a["s.e."] ** 2 + a["s.e. (ctrl)"] ** 2) ** 0.5]
+    gap = table["class kept"] - table["class kept (ctrl)"]
+    noise = pd.Series({n: _two_se(a["s.e."], a["s.e. (ctrl)"]) for n, a in table.iterrows()})
+    above_ctrl = [str(n) for n in table.index if gap[n] > noise[n]]
+    below_ctrl = [str(n) for n in table.index if gap[n] < -noise[n]]
     return (f"Keeping the class as often as the inputs carry it ({inputs:.2f}, within two standard errors): "
             + (", ".join(as_inputs) if as_inputs else "no variant")
             + ". Keeping it better than removing as many random directions: "

@@ -169,6 +169,42 @@ def layer_time_nmi(
     return pd.DataFrame(tensors["nmi"].numpy(), index=list(layers), columns=list(times))
 
 
+def methods_nmi(
+    model: ClassConditionalUNet,
+    model_key: str,
+    sets: dict[str, Tensor],
+    labels: Tensor,
+    alpha_bar: Tensor,
+    t: int,
+    layer: str = "mid",
+    num_steps: int = 100,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    condition: Tensor | None = None,
+    publish: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Tensor]]:
+    """K-means NMI with ``labels`` of each method's pooled features at ``(layer, t)`` (Fig. 4), cached.
+
+    Args:
+        sets: ``method -> [N, 3, H, W] uint8`` images aligned with ``labels`` (originals, CLARID, CFG, ...).
+        condition: ``[N]`` class condition of the inversion and the features (e.g. the null class);
+            default ``labels`` (the paper's ``f_{l,t}(x, c)``).
+
+    Returns:
+        ``(table, features)``: one row per method with the ``NMI`` mean and ``std`` over ``seeds``, and
+        ``method -> [N, C_l]`` features (:func:`cached_image_features`).
+    """
+    from paperlib.metrics import kmeans_nmi
+
+    cond = labels if condition is None else condition
+    feats, rows = {}, {}
+    for name, imgs in sets.items():
+        feats[name] = cached_image_features(model, model_key, imgs, cond, alpha_bar, int(t), layer, num_steps,
+                                            publish=publish, progress=False)
+        nmi = kmeans_nmi(feats[name], labels, seeds=seeds)
+        rows[name] = {"NMI": nmi["mean"], "std": nmi["std"]}
+    return pd.DataFrame(rows).T.rename_axis("method"), feats
+
+
 def condition_control(
     model: ClassConditionalUNet,
     model_key: str,
@@ -226,3 +262,14 @@ def nmi_verdict(table: pd.DataFrame, dataset: str, saturated: float = 0.95, cfg:
         order = "above" if f > c + f_spread else "below" if f < c - f_spread else "level with"
         out += f"; CFG ({cfg}) clusters {order} CLARID ({f:.3f})"
     return out + "."
+
+
+def condition_verdict(leak: dict[str, dict[str, float]], dataset: str) -> str:
+    """One sentence from :func:`condition_control`: do the features follow the condition or the image?"""
+    lc, lt = leak["condition"]["mean"], leak["class"]["mean"]
+    return (f"Under a shuffled condition the {dataset} features cluster "
+            + (f"by the condition they are given (NMI {lc:.2f}) more than by the image's class ({lt:.2f}): "
+               "here NMI measures mostly the label embedding, so it cannot rank methods that all condition "
+               "on the true class." if lc > lt else
+               f"by the image's class (NMI {lt:.2f}) more than by the condition ({lc:.2f}): the features "
+               "follow the image, and NMI can compare methods."))

@@ -163,3 +163,22 @@ def test_class_kept_ablation_and_verdict():
     v = class_kept_ablation_verdict(t)
     assert "inputs carry it (0.80, within two standard errors): t* - 200." in v
     assert "random directions: t* - 200; worse: paper." in v
+
+
+def test_factor_verdict_compares_with_the_control_and_originals():
+    import pandas as pd
+
+    from paperlib.factors import factor_verdict
+
+    cols = ["change outside fg", "inside / outside", "class from bg", "class from bg (random bg)"]
+    t = pd.DataFrame([[0.0, 0.0, 0.91, 0.03], [0.109, 1.53, 0.89, 0.88], [0.009, 1.84, 0.91, 0.04]],
+                     index=["original", "CLARID", "random dirs"], columns=cols)
+    v = factor_verdict(t)
+    assert v.startswith("CLARID changes the background more than removing as many random directions (0.109 vs 0.009)")
+    assert "more concentrated on the background" in v and "about as well as or better than" in v
+    assert v.endswith("0.88 of the time against 0.03 for the originals and 0.04 for the random control: CLARID "
+                      "paints class-typical background, as CFG is said to.")
+    t.loc["CLARID"] = [0.001, 2.0, 0.50, 0.06]
+    v = factor_verdict(t)
+    assert "background less than" in v and "less concentrated" in v and "less well than" in v
+    assert v.endswith("does not paint class-typical background.")

@@ -129,3 +129,31 @@ def test_nmi_verdict():
     assert "saturated (≥ 0.95)" in nmi_verdict(t, "toy") and "lower" in nmi_verdict(t, "toy")
     with pytest.raises(KeyError):
         nmi_verdict(t.drop("random"), "toy")
+
+
+def test_methods_nmi_matches_cached_features_and_kmeans(setup, tmp_path, monkeypatch):
+    from paperlib.features import methods_nmi
+    from paperlib.metrics import kmeans_nmi
+
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    model, images, labels = setup
+    sets = {"original": images, "flipped": images.flip(-1)}
+    null = torch.full_like(labels, model.null_class)
+    for cond in (None, null):
+        table, feats = methods_nmi(model, "tiny", sets, labels, AB, 200, "mid", 10, seeds=[0, 1], condition=cond)
+        assert list(table.index) == ["original", "flipped"] and table.index.name == "method"
+        for name, imgs in sets.items():
+            f = image_features(model, imgs, labels if cond is None else cond, AB, 200, "mid", 10, progress=False)
+            torch.testing.assert_close(feats[name], f)
+            ref = kmeans_nmi(f, labels, seeds=[0, 1])
+            assert table.loc[name, "NMI"] == pytest.approx(ref["mean"])
+            assert table.loc[name, "std"] == pytest.approx(ref["std"])
+
+
+def test_condition_verdict():
+    from paperlib.features import condition_verdict
+
+    v = condition_verdict({"condition": {"mean": 0.89}, "class": {"mean": 0.02}}, "toy")
+    assert v.startswith("Under a shuffled condition the toy features cluster by the condition") and "(0.02)" in v
+    v = condition_verdict({"condition": {"mean": 0.1}, "class": {"mean": 0.7}}, "toy")
+    assert "by the image's class (NMI 0.70)" in v and "NMI can compare methods" in v
