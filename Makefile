@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= full
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help env test unit notebooks book lint clean bench train classifiers
@@ -36,14 +37,14 @@ book: env ## Execute the notebooks (full profile) and build the HTML book into _
 	$(PY) -m paperlib.book execute --profile $(PROFILE)
 	$(PY) -m paperlib.book build --profile $(PROFILE) --strict
 
-bench: env ## Benchmark subspace/Krylov iteration vs exact Jacobian SVD on the 32x32 CDM (bench/results.json)
-	$(PY) bench/clarid_bench.py
+bench: env ## Subspace/Krylov vs exact Jacobian SVD on the 32x32 CDM, interleaved and repeated (BENCH_ARGS="--repeats 5")
+	$(PY) bench/clarid_bench.py $(BENCH_ARGS)
 
-train: env ## Train a 100-minute piece of a book CDM, resuming where it stopped (DATASET=shapes|cifar10)
-	$(PY) -m paperlib.train --dataset $(DATASET) --profile full --max-minutes 100
+train: env ## Train a 100-minute piece of a book CDM, resuming where it stopped (DATASET=shapes|cifar10 [STEPS=n])
+	$(PY) -m paperlib.train --dataset $(DATASET) --profile full --max-minutes 100 $(if $(STEPS),--steps $(STEPS))
 
-classifiers: env ## Train chapter 2's three classifiers of a dataset ahead of it (DATASET=shapes|cifar10)
-	$(PY) -m paperlib.classifiers --dataset $(DATASET) --profile full
+classifiers: env ## Train chapter 2's three classifiers of a dataset, in resumable pieces (DATASET=shapes|cifar10 [RECIPE=v3] [MINUTES=150])
+	$(PY) -m paperlib.classifiers --dataset $(DATASET) --profile full --threads 1 $(if $(RECIPE),--recipe $(RECIPE)) $(if $(MINUTES),--max-minutes $(MINUTES))
 
 clean: ## Remove built books and scratch caches (keeps .venv and committed artifacts)
 	rm -rf _build _cache

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -62,7 +64,20 @@ def execute_notebook(path: Path, profile: str, log_output: bool = False) -> tupl
         str(path), str(out), parameters=profile_parameters(profile, path.stem), kernel_name="python3",
         cwd=str(NOTEBOOK_DIR), log_output=log_output, progress_bar=False,
     )
+    hide_injected_parameters(out)
     return out, time.perf_counter() - start
+
+
+def hide_injected_parameters(path: Path) -> None:
+    """Collapse papermill's ``injected-parameters`` cell in the rendered page (tag ``hide-cell``)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-cell"]
+    nbformat.write(nb, path)
 
 
 DATA_UNAVAILABLE = "CIFAR-10 not found"
@@ -254,9 +269,83 @@ def fmt_pm(values, digits: int = 3) -> str:
     return f"{v.mean():.{digits}f} ± {std:.{digits}f}"
 
 
+# ----------------------------------------------------------------------------------------------------------
+# What a reader must not see: machine paths, log lines, duplicated tables, the injected-parameters cell
+# ----------------------------------------------------------------------------------------------------------
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/(?:work|home|root|tmp|usr|opt|var|private|Users)/[\w.\-/]+"
+                           r"|[A-Z]:\\[\w.\-\\]+)")
+"""An absolute path of the machine that built the book (POSIX roots or a Windows drive)."""
+
+LOG_MARKERS: tuple[str, ...] = (
+    "found cached", "computed ", "saved to", "resuming ", "WARNING", "Warning:", "TqdmWarning", "UserWarning",
+    "DeprecationWarning", "FutureWarning", "INFO:", "DEBUG:", "[IPKernelApp]", "it/s]", "s/it]", "Traceback",
+)
+"""Strings of library chatter (logging, warnings, progress bars) that must not reach a rendered output."""
+
+
+def check_html(html: str, page: str = "page", machine_paths: Sequence[str] = ()) -> list[str]:
+    """Problems a reader would see on one rendered page of the book.
+
+    Looks at cell outputs only (code is allowed to name files): absolute machine paths, log markers
+    (:data:`LOG_MARKERS`), a table whose rendered text appears twice on the page, and a visible
+    papermill ``injected-parameters`` cell.
+
+    Args:
+        html: The page's HTML.
+        page: Its name, used in the messages.
+        machine_paths: Further folders that must not appear (e.g. the checkout and the home folder).
+
+    Returns:
+        One message per problem (empty: clean).
+    """
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    problems = []
+    for cell in soup.select("div.cell"):
+        classes = cell.get("class", [])
+        if "tag_injected-parameters" in classes and not {"tag_remove-cell", "tag_hide-cell"} & set(classes):
+            problems.append(f"{page}: the injected-parameters cell is shown (tag it hide-cell)")
+    outputs = soup.select("div.cell_output") + soup.select("div.output")
+    seen_text: set[int] = set()
+    for out in outputs:
+        if any(id(p) in seen_text for p in out.parents):
+            continue
+        seen_text.add(id(out))
+        text = out.get_text(" ", strip=True)
+        found = [m.group(0) for m in ABSOLUTE_PATH.finditer(text)] + [p for p in machine_paths if p in text]
+        problems += [f"{page}: absolute path in an output: {p!r}" for p in dict.fromkeys(found)]
+        for marker in LOG_MARKERS:
+            if marker in text:
+                i = text.index(marker)
+                problems.append(f"{page}: log marker {marker!r} in an output: {text[max(0, i - 40): i + 60]!r}")
+    tables: dict[str, int] = {}
+    for table in soup.find_all("table"):
+        key = " ".join(table.get_text(" ", strip=True).split())
+        if len(key) > 20:
+            tables[key] = tables.get(key, 0) + 1
+    problems += [f"{page}: a table is shown {n} times: {key[:80]!r}" for key, n in tables.items() if n > 1]
+    return problems
+
+
+def check_book(html_root: Path) -> list[str]:
+    """:func:`check_html` over every chapter page of a built book (``_build/.../html``)."""
+    pages = sorted(html_root.glob("*.html")) + sorted((html_root / "notebooks").glob("*.html"))
+    if not pages:
+        raise FileNotFoundError(f"no HTML pages under {html_root}; build the book first")
+    problems = []
+    for page in pages:
+        if page.name in ("search.html", "genindex.html"):
+            continue
+        problems += check_html(page.read_text(encoding="utf-8"), str(page.relative_to(html_root)),
+                               machine_paths=(str(REPO_ROOT), str(Path.home())))
+    return problems
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m paperlib.book", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["execute", "build", "all"])
+    parser.add_argument("command", choices=["execute", "build", "all", "check"])
     parser.add_argument("--profile", default="full")
     parser.add_argument("--only", nargs="*", help="notebook stems to execute (default: all)")
     parser.add_argument("--strict", action="store_true", help="-n -W --keep-going: any warning fails")
@@ -266,6 +355,13 @@ def main(argv: list[str] | None = None) -> None:
         execute(args.profile, args.only, args.log_output)
     if args.command in ("build", "all"):
         build(args.profile, args.strict)
+    if args.command == "check":
+        problems = check_book(html_dir(args.profile))
+        for line in problems:
+            print(line)
+        if problems:
+            raise SystemExit(f"{len(problems)} problem(s) a reader would see in the {args.profile} book")
+        print(f"{html_dir(args.profile).relative_to(REPO_ROOT)}: no paths, log lines or duplicated tables")
 
 
 if __name__ == "__main__":

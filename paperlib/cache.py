@@ -1,28 +1,64 @@
 """Artifacts keyed by their inputs: ``load_or_compute(stage, config, fn)``.
 
-An artifact is a safetensors file of tensors plus a JSON manifest beside it (stage, config, key, sha256,
-wall time, versions). The key hashes the config and a per-stage version, so changing either recomputes.
-Committed artifacts live in ``artifacts/<stage>/`` (read first); scratch ones in the cache directory.
-Files are written atomically: a crash never leaves a half-written artifact under the final name.
+An artifact is one safetensors file that carries its own manifest (stage, config, key, provenance,
+wall time, versions and a hash of its tensors) in the safetensors header, plus a JSON copy of that
+manifest beside it for people (``<name>.json``, with the file's sha256). Writing the tensor file is the
+single commit of a save, so a kill at any instant leaves the previous artifact or the new one, never
+neither; the JSON copy is then repaired from the header on the next load. Writers of one directory are
+serialised by an advisory lock on it (``fcntl.flock``), files are fsynced before they are renamed into
+place, and a writer removes the temporary files a killed writer left behind.
+
+Every load checks the tensors against the manifest's hash, the manifest against its file name and key,
+the JSON copy against the header (an edited JSON is refused, naming the fields), and optionally
+provenance fields such as the fingerprint of the data a result was made from (:class:`ProvenanceError`).
+Artifacts of format 1 (manifest only in the JSON, file sha256 checked) still load.
+
+The key hashes the config and a per-stage version, so changing either recomputes. Committed artifacts
+live in ``artifacts/<stage>/`` (read first); scratch ones in the cache directory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import platform
-import tempfile
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from paperlib import __version__
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2
+"""Artifact format written by :func:`save_artifact` (1: manifest only in the JSON beside the file)."""
+
+MANIFEST_KEY = "paperlib.manifest"
+"""safetensors header metadata entry holding the manifest (JSON text)."""
+
+_KEY_RE = re.compile(r"[0-9a-f]{16}")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+class ArtifactError(RuntimeError):
+    """An artifact on disk cannot be trusted: unreadable, corrupt, edited or misnamed."""
+
+
+class ProvenanceError(ValueError):
+    """An artifact was made from other inputs (data, config) than the ones it is being used with."""
 
 
 def config_key(config: dict, version: int = 1) -> str:
@@ -52,6 +88,14 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def tensors_sha256(tensors: Mapping[str, Tensor]) -> str:
+    """sha256 of a dict of tensors (names, shapes, dtypes and values, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        _update(h, tensors[name], name)
+    return h.hexdigest()
+
+
 def sha256_file(path: str | Path) -> str:
     """sha256 of a file's bytes."""
     h = hashlib.sha256()
@@ -61,35 +105,244 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+# ----------------------------------------------------------------------------------------------------------
+# Durable, serialised writes
+# ----------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def dir_lock(directory: Path, blocking: bool = True) -> Iterator[bool]:
+    """Exclusive advisory lock on a directory (``flock`` on its descriptor; no lock file is created).
+
+    Yields:
+        Whether the lock is held (always ``True`` when ``blocking``).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        write(Path(tmp))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tmp_of(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def remove_stale_tmp(path: Path) -> list[Path]:
+    """Delete the temporary files of ``path`` a killed writer left (call with the directory locked).
+
+    Covers this module's ``.<name>.tmp`` and format 1's ``.<name>.<random>.tmp``.
+    """
+    stale = [p for p in path.parent.glob(f".{path.name}.*tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def write_durable(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)``, fsync it, rename it onto ``path``, fsync the directory (caller holds the lock)."""
+    tmp = _tmp_of(path)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers create 0600 files
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file durably and atomically, serialised with other writers of its directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with dir_lock(path.parent):
+        remove_stale_tmp(path)
+        write_durable(path, lambda p: p.write_text(text))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Save and load
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _json_text(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
 
 
 def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict) -> dict:
-    """Save tensors (safetensors) and a manifest ``<path>.json`` carrying the file's sha256."""
+    """Save tensors with their manifest in the safetensors header, and a JSON copy ``<path>.json``.
+
+    The tensor file's rename is the commit; the JSON copy follows (repaired on load if a kill fell
+    between the two). Other writers of the directory wait for the lock.
+
+    Args:
+        path: ``<dir>/<name>.safetensors``.
+        tensors: Name -> tensor (moved to CPU, made contiguous).
+        manifest: JSON-able fields; ``file``, ``format`` and ``tensors_sha256`` are added.
+
+    Returns:
+        The manifest as written to the JSON copy (with the file's ``sha256``).
+    """
+    path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(path, lambda p: save_file(tensors, str(p)))
-    manifest = {**manifest, "file": path.name, "sha256": sha256_file(path)}
-    text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
-    atomic_write_bytes(path.with_suffix(".json"), lambda p: p.write_text(text + "\n"))
-    return manifest
+    full = {**manifest, "file": path.name, "format": FORMAT, "tensors_sha256": tensors_sha256(tensors)}
+    full = json.loads(json.dumps(full, default=str))  # the manifest as it will read back
+    full.pop("sha256", None)
+    header = json.dumps(full, sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with dir_lock(path.parent):
+        remove_stale_tmp(path)
+        remove_stale_tmp(path.with_suffix(".json"))
+        write_durable(path, lambda p: save_file(tensors, str(p), metadata={MANIFEST_KEY: header}))
+        sidecar = {**full, "sha256": sha256_file(path)}
+        write_durable(path.with_suffix(".json"), lambda p: p.write_text(_json_text(sidecar)))
+    return sidecar
 
 
-def load_artifact(path: Path, verify: bool = True) -> tuple[dict[str, Tensor], dict]:
-    """Load an artifact and its manifest; ``verify`` checks the sha256."""
-    manifest = json.loads(path.with_suffix(".json").read_text())
-    if verify and sha256_file(path) != manifest["sha256"]:
-        raise RuntimeError(f"{path}: sha256 does not match its manifest (corrupt or edited artifact)")
-    return load_file(str(path)), manifest
+def _read_header(path: Path) -> dict | None:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a damaged file
+        raise ArtifactError(f"{path}: not a readable safetensors file ({exc}); delete it to recompute") from exc
+    if MANIFEST_KEY not in meta:
+        return None
+    try:
+        return json.loads(meta[MANIFEST_KEY])
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: damaged manifest in the file header ({exc}); delete it to recompute") from exc
+
+
+def _read_json(path: Path) -> dict | None:
+    """The JSON copy, or ``None`` when it is missing or unparseable."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _check_name(path: Path, manifest: dict) -> None:
+    if manifest.get("file", path.name) != path.name:
+        raise ArtifactError(
+            f"{path}: its manifest says it was saved as {manifest['file']!r}; a renamed or copied artifact "
+            f"is not trusted (rename it back or delete it)"
+        )
+    stem = path.name.split(".")[0]
+    key = manifest.get("key")
+    if key is not None and _KEY_RE.fullmatch(stem) and key != stem:
+        raise ArtifactError(f"{path}: manifest key {key!r} does not match the file name {stem!r}")
+
+
+def check_provenance(path: Path, manifest: dict, expect: Mapping[str, Any] | None, hint: str = "") -> None:
+    """Raise :class:`ProvenanceError` naming each field of ``expect`` whose value the manifest contradicts.
+
+    A field the manifest lacks is accepted (artifacts made before it was recorded).
+    """
+    bad = [(k, manifest[k], v) for k, v in (expect or {}).items() if k in manifest and manifest[k] != v]
+    if bad:
+        what = "; ".join(f"{k}: artifact {a!r}, here {b!r}" for k, a, b in bad)
+        raise ProvenanceError(
+            f"{path} was made from other inputs than the ones loaded here ({what}). "
+            + (hint or "Load the inputs it was made from, or delete the artifact to recompute it.")
+        )
+
+
+def load_artifact(
+    path: Path, verify: bool = True, expect: Mapping[str, Any] | None = None, hint: str = ""
+) -> tuple[dict[str, Tensor], dict]:
+    """Load an artifact and its manifest, checked.
+
+    Args:
+        path: The ``.safetensors`` file.
+        verify: Check the tensors against the manifest's hash (format 1: the file's sha256).
+        expect: Manifest fields that must match (e.g. ``{"data": fingerprint}``), see
+            :func:`check_provenance`.
+        hint: The way out, appended to a :class:`ProvenanceError`.
+
+    Returns:
+        ``(tensors, manifest)``.
+
+    Raises:
+        FileNotFoundError: No file at ``path``.
+        ArtifactError: Unreadable, corrupt, renamed or edited.
+        ProvenanceError: A field of ``expect`` differs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no artifact at {path}")
+    json_path = path.with_suffix(".json")
+    with contextlib.suppress(OSError), dir_lock(path.parent, blocking=False) as locked:
+        if locked:  # no writer is active: whatever temporary file is there, a killed writer left
+            remove_stale_tmp(path)
+            remove_stale_tmp(json_path)
+    header = _read_header(path)
+    if header is None:  # format 1
+        manifest = _read_json(json_path)
+        if manifest is None:
+            raise ArtifactError(f"{json_path}: manifest missing or not valid JSON; restore it or delete {path}")
+        if verify and sha256_file(path) != manifest.get("sha256"):
+            raise ArtifactError(f"{path}: sha256 does not match its manifest {json_path} (corrupt or edited)")
+        _check_name(path, manifest)
+        tensors = load_file(str(path))
+    else:
+        tensors = load_file(str(path))
+        if verify and tensors_sha256(tensors) != header.get("tensors_sha256"):
+            raise ArtifactError(f"{path}: tensors do not match the hash in its header (corrupt); delete it")
+        _check_name(path, header)
+        manifest = _sync_json(path, json_path, header)
+    check_provenance(path, manifest, expect, hint)
+    return tensors, manifest
+
+
+def _sync_json(path: Path, json_path: Path, header: dict) -> dict:
+    """Compare the JSON copy with the header: repair a stale or missing copy, refuse an edited one."""
+    sidecar = _read_json(json_path)
+    actual = sha256_file(path)
+    if sidecar is not None and sidecar.get("tensors_sha256") == header["tensors_sha256"]:
+        truth = {**header, "sha256": actual}
+        edited = sorted(k for k in set(sidecar) | set(truth) if sidecar.get(k) != truth.get(k))
+        if edited:
+            diff = "; ".join(f"{k}: JSON {sidecar.get(k)!r}, file {truth.get(k)!r}" for k in edited[:5])
+            raise ArtifactError(
+                f"{json_path} was edited and no longer matches the manifest in {path.name} ({diff}). "
+                f"Restore it (e.g. git checkout) or delete it: it is rewritten from the file on the next load."
+            )
+        return sidecar
+    # Missing, truncated or from the previous save (a kill between the two renames): rewrite from the header.
+    with contextlib.suppress(OSError), dir_lock(path.parent, blocking=False) as locked:
+        if locked:
+            remove_stale_tmp(path)
+            remove_stale_tmp(json_path)
+            sidecar = {**header, "sha256": actual}
+            write_durable(json_path, lambda p: p.write_text(_json_text(sidecar)))
+            log.info("rewrote the manifest copy %s from its artifact", json_path.name)
+            return sidecar
+    return {**header, "sha256": actual}
+
+
+def artifact_exists(path: Path) -> bool:
+    """Whether a (format 1 or 2) artifact file is present at ``path``."""
+    return Path(path).is_file()
 
 
 def artifact_path(stage: str, config: dict, version: int = 1, publish: bool = False) -> Path:
@@ -105,6 +358,8 @@ def load_or_compute(
     version: int = 1,
     publish: bool = False,
     verbose: bool = True,
+    provenance: Mapping[str, Any] | None = None,
+    hint: str = "",
 ) -> tuple[dict[str, Tensor], dict]:
     """Return the cached artifact of ``(stage, config, version)``, or compute, save and return it.
 
@@ -116,24 +371,32 @@ def load_or_compute(
         compute: Produces the tensors when nothing is cached.
         version: Bump when the stage's code changes its result.
         publish: Save into the committed ``artifacts/`` (the published book) instead of the cache.
-        verbose: Print where the artifact came from.
+        verbose: Log where the artifact came from (``logging`` INFO).
+        provenance: Fields recorded in the manifest and checked on every load but not part of the key,
+            e.g. ``{"data": fingerprint(images, labels)}`` of the data the result is computed from.
+        hint: The way out named by a :class:`ProvenanceError`.
 
     Returns:
         ``(tensors, manifest)``.
     """
+    key = config_key(config, version)
     for pub in (True, False):
         path = artifact_path(stage, config, version, pub)
-        if path.exists() and path.with_suffix(".json").exists():
+        if artifact_exists(path):
+            tensors, manifest = load_artifact(path, expect=provenance, hint=hint)
+            if manifest.get("key", key) != key:
+                raise ArtifactError(f"{path}: manifest key {manifest.get('key')!r}, expected {key!r}")
             if verbose:
-                print(f"found cached {stage} ({path.relative_to(path.parents[1])}), loading")
-            return load_artifact(path)
+                log.info("found cached %s (%s), loading", stage, path.name)
+            return tensors, manifest
     start = time.perf_counter()
     tensors = compute()
     manifest = {
         "stage": stage,
         "version": version,
-        "key": config_key(config, version),
+        "key": key,
         "config": config,
+        **dict(provenance or {}),
         "wall_time_s": round(time.perf_counter() - start, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "paperlib": __version__,
@@ -143,5 +406,69 @@ def load_or_compute(
     path = artifact_path(stage, config, version, publish)
     manifest = save_artifact(path, tensors, manifest)
     if verbose:
-        print(f"computed {stage} in {manifest['wall_time_s']} s, saved to {path}")
+        log.info("computed %s in %s s, saved to %s/%s", stage, manifest["wall_time_s"], stage, path.name)
     return tensors, manifest
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Format migration
+# ----------------------------------------------------------------------------------------------------------
+
+
+def migrate_artifact(path: Path, extra: Mapping[str, Any] | None = None) -> bool:
+    """Rewrite a format-1 artifact in the current format, with the same tensors (nothing recomputed).
+
+    Args:
+        path: The ``.safetensors`` file; its format-1 manifest is verified (sha256) first.
+        extra: Manifest fields to add, e.g. provenance that format 1 did not record.
+
+    Returns:
+        Whether the file was rewritten (``False``: already in the current format).
+    """
+    path = Path(path)
+    if _read_header(path) is not None:
+        return False
+    tensors, manifest = load_artifact(path)
+    manifest = {k: v for k, v in manifest.items() if k not in ("sha256", "file")}
+    save_artifact(path, tensors, {**manifest, **dict(extra or {})})
+    again, _ = load_artifact(path)
+    if again.keys() != tensors.keys() or not all(torch.equal(again[k], tensors[k]) for k in tensors):
+        raise ArtifactError(f"{path}: migrated tensors differ from the original")  # pragma: no cover
+    return True
+
+
+def _data_provenance(path: Path, manifest: dict) -> dict:
+    """Format-1 provenance made explicit: the data fingerprint of the run's CDM or classifier data."""
+    config = manifest.get("config", {})
+    if "data" in manifest:
+        return {}
+    if isinstance(config.get("data"), str):
+        return {"data": config["data"]}
+    model = config.get("model")
+    if isinstance(model, str):
+        cdm = ARTIFACTS_DIR / "cdm" / f"{model}.json"
+        if cdm.is_file():
+            return {"data": json.loads(cdm.read_text())["data"]}
+    return {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m paperlib.cache",
+                                     description="Rewrite format-1 artifacts in the current format.")
+    parser.add_argument("command", choices=["migrate"])
+    parser.add_argument("paths", nargs="+", type=Path, help=".safetensors files or folders of them")
+    args = parser.parse_args(argv)
+    files = sorted({f for p in args.paths for f in ([p] if p.is_file() else p.rglob("*.safetensors"))})
+    done = 0
+    for f in files:
+        manifest = _read_json(f.with_suffix(".json")) or {}
+        if migrate_artifact(f, _data_provenance(f, manifest)):
+            done += 1
+            print(f"migrated {f}")
+    print(f"{done} of {len(files)} artifacts migrated")
+
+
+if __name__ == "__main__":
+    main()

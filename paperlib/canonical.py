@@ -18,6 +18,8 @@ resumes where it stopped; the merged result is one artifact (uint8 images, spect
 
 from __future__ import annotations
 
+import math
+import numbers
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -27,12 +29,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from paperlib.cache import config_key, load_artifact, load_or_compute, save_artifact
-from paperlib.clarid import elbow_index, explained_variance_ratio, extraneous_directions, project_out
-from paperlib.data import from_model_range, to_model_range
+from paperlib.clarid import METHODS, elbow_index, explained_variance_ratio, extraneous_directions, project_out
+from paperlib.data import fingerprint, from_model_range, to_model_range
 from paperlib.diffusion import ddim_decode, ddim_invert
-from paperlib.models import ClassConditionalUNet
+from paperlib.models import NUM_TIMESTEPS, ClassConditionalUNet, check_layer_syntax
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
 from paperlib.train import BookCDM
+from paperlib.validate import check_int, check_labels, check_tensor, describe
 
 STAGE = "clarid_run"
 STAGE_VERSION = 1
@@ -82,12 +85,37 @@ class ClaridConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Validate every field, so a bad config fails here rather than deep inside a run.
+
+        Raises:
+            ValueError: If a field is invalid: ``t_star`` must lie on the ``num_steps`` DDIM grid over
+                ``[0, T]`` with ``0 < t_star <= T`` (``T = models.NUM_TIMESTEPS``, the book's schedule; the run
+                checks it again against the model's ``alpha_bar``), ``layer`` must have the form of a layer name
+                (the index is checked against the model when it is known, in :func:`clarid_batch`).
+        """
         if self.jacobian not in JACOBIANS:
             raise ValueError(f"jacobian must be one of {JACOBIANS}, got {self.jacobian!r}")
-        if self.K < 1:
-            raise ValueError(f"K must be >= 1, got {self.K}")
-        if any(not 0 < k <= self.K for k in self.fixed_ks):
+        check_int("K", self.K, 1)
+        if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 < k <= self.K
+               for k in self.fixed_ks):
             raise ValueError(f"fixed_ks must lie in 1..K = 1..{self.K}, got {self.fixed_ks}")
+        T, num_steps = NUM_TIMESTEPS, check_int("num_steps", self.num_steps, 1)
+        if T % num_steps:
+            raise ValueError(f"num_steps must divide T = {T} (DDIM grid {{0, T/num_steps, ..., T}}), got {num_steps}")
+        step = T // num_steps
+        t_star = check_int("t_star", self.t_star, 1, T)
+        if t_star % step:
+            raise ValueError(f"t_star must lie on the {num_steps}-step DDIM grid (multiples of {step} in "
+                             f"{step}..{T}), got {t_star}")
+        check_layer_syntax("layer", self.layer)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not (isinstance(self.tol, numbers.Real) and 0 < self.tol < math.inf):
+            raise ValueError(f"tol must be a finite number > 0, got {self.tol!r}")
+        check_int("max_iter", self.max_iter, 1)
+        for name, w in [("guidance_scale", self.guidance_scale), *(("cfg_scales", w) for w in self.cfg_scales)]:
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w):
+                raise ValueError(f"{name} must hold finite numbers, got {w!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +153,20 @@ def jacobian_target(model: ClassConditionalUNet, cfg: ClaridConfig, label: Tenso
     return f
 
 
+def _check_run_inputs(model: ClassConditionalUNet, images: Tensor, labels: Tensor, cfg: ClaridConfig,
+                      labels_name: str = "labels") -> Tensor:
+    """Entry checks of a CLARID run; returns the labels as int64. Real classes only: CLARID conditions on the
+    image's class, so the null class is rejected."""
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a torch.uint8 tensor of shape [B, 3, H, W], got {describe(images)}")
+    check_tensor("images", images, nonempty=True)
+    labels = check_labels(labels_name, labels, len(images), model.cfg.num_classes)
+    names = model.layer_names()
+    if cfg.jacobian == "feature" and cfg.layer not in names:
+        raise ValueError(f"cfg.layer must be one of this model's layers {names}, got {cfg.layer!r}")
+    return labels
+
+
 def _random_directions(n: int, k: int, seed: int) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64)).Q.float()
@@ -143,19 +185,26 @@ def clarid_batch(
 
     Args:
         model: The CDM (``eps_theta`` and ``features``).
-        images: ``[B, 3, H, W]`` uint8 images.
-        labels: ``[B]`` classes.
+        images: ``[B, 3, H, W]`` uint8 images, ``B >= 1``.
+        labels: ``[B]`` integer classes in ``0..num_classes - 1`` (not the null class).
         alpha_bar: ``[T + 1]`` schedule of the model.
         cfg: Hyperparameters.
-        seeds: ``[B]`` per-image seeds (e.g. dataset indices) for the random starts and controls.
+        seeds: ``[B]`` integer per-image seeds (e.g. dataset indices) for the random starts and controls.
         progress: tqdm bar over the images' Jacobians.
 
     Returns:
         ``sigma [B, K]``, ``k_star [B]``, ``iterations [B]``, ``clarep [B, 3, H, W]`` (float16) and one
         ``img.<variant> [B, 3, H, W]`` uint8 per :meth:`ClaridConfig.variants`.
+
+    Raises:
+        ValueError: If ``images``, ``labels`` or ``seeds`` are malformed, a label is not a real class, or
+            ``cfg.layer`` is not a layer of ``model`` (all checked before the inversion).
     """
+    y = _check_run_inputs(model, images, labels, cfg)
+    check_tensor("seeds", seeds, ndim=1, dtype="integer")
+    if len(seeds) != len(images):
+        raise ValueError(f"seeds must have shape [B] = [{len(images)}], got {tuple(seeds.shape)}")
     x0 = to_model_range(images)
-    y = labels.long()
     x_t = ddim_invert(model, x0, y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
     n = x_t[0].numel()
     Vs, sigmas, k_stars, iters = [], [], [], []
@@ -224,7 +273,10 @@ def clarid_dataset(
         ``(tensors, manifest)``: :func:`clarid_batch`'s outputs for all ``M`` images plus ``indices``,
         ``labels`` and per-image ``seconds``.
     """
-    indices = torch.as_tensor(indices, dtype=torch.long)
+    _check_run_inputs(model, images, labels, cfg)
+    indices = torch.as_tensor(indices)
+    check_tensor("indices", indices, dtype="integer")
+    indices = indices.long()
     if indices.ndim != 1 or len(indices) == 0 or indices.min() < 0 or indices.max() >= len(images):
         raise ValueError(f"indices must be a non-empty 1-D tensor of rows in 0..{len(images) - 1}")
     config = {"model": model_key, "clarid": cfg.to_dict(), "indices_sha": config_key(indices.tolist())}
@@ -249,7 +301,10 @@ def clarid_dataset(
         merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         return {**merged, "indices": indices, "labels": labels[indices]}
 
-    tensors, manifest = load_or_compute(STAGE, config, compute, STAGE_VERSION, publish, verbose=progress)
+    provenance = {"data": fingerprint(images, labels)}
+    hint = "The run indexes other images than the ones given here; pass the images it was made from."
+    tensors, manifest = load_or_compute(STAGE, config, compute, STAGE_VERSION, publish, verbose=progress,
+                                        provenance=provenance, hint=hint)
     if chunk_dir.exists():  # merged: the chunks are no longer needed
         shutil.rmtree(chunk_dir)
     return tensors, manifest
@@ -277,10 +332,16 @@ def decode_k_sweep(
 
     Returns:
         ``(images [len(ks), 3, H, W] uint8, sigma [K])``.
+
+    Raises:
+        ValueError: If ``ks`` is empty or holds non-integers outside ``0..K``, ``image`` is not one uint8 image,
+            ``label`` is not a real class, or ``cfg.layer`` is not a layer of ``model``.
     """
-    if any(not 0 <= k <= cfg.K for k in ks):
-        raise ValueError(f"ks must lie in 0..K = 0..{cfg.K}, got {ks}")
-    y = torch.tensor([int(label)])
+    if not ks or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= cfg.K for k in ks):
+        raise ValueError(f"ks must lie in 0..K = 0..{cfg.K} (a non-empty list of integers), got {ks}")
+    if not isinstance(image, Tensor) or image.ndim != 3:
+        raise ValueError(f"image must be one torch.uint8 image of shape [3, H, W], got {describe(image)}")
+    y = _check_run_inputs(model, image[None], torch.tensor([check_int("label", label)]), cfg, "label")
     x_t = ddim_invert(model, to_model_range(image[None]), y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
     V, sigma = extraneous_directions(jacobian_target(model, cfg, y), x_t[0], cfg.K, cfg.method, tol=cfg.tol,
                                      max_iter=cfg.max_iter, generator=seed + cfg.seed)
@@ -354,4 +415,5 @@ def canonical_features(
                for k, v in sets.items()}
         return {**out, "indices": run["indices"], "labels": labels}
 
-    return load_or_compute("canonical_features", config, compute, 1, publish, verbose=progress)
+    return load_or_compute("canonical_features", config, compute, 1, publish, verbose=progress,
+                           provenance={"data": cdm.manifest["data"]})

@@ -17,6 +17,7 @@ A ``feature_fn`` maps a batch ``[B, *D]`` to features ``[B, *F]`` and must treat
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -24,7 +25,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from paperlib.diffusion import EpsModel, ddim_decode, ddim_invert
+from paperlib.diffusion import DATA_RANGE_TOL, EpsModel, ddim_decode, ddim_invert
+from paperlib.validate import check_int, check_labels, check_tensor
 
 FeatureFn = Callable[[Tensor], Tensor]
 FeatureModel = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -170,7 +172,11 @@ def extraneous_directions(
     Returns:
         ``(V, sigma)``: ``V`` of shape ``[n, k]`` with orthonormal columns and ``sigma`` of shape ``[k]``,
         non-increasing. Signs of the ``v_i`` are arbitrary (irrelevant to a projection).
+
+    Raises:
+        ValueError: If ``x`` is not a finite floating tensor, ``k`` is outside ``1..n``, or a setting is invalid.
     """
+    check_tensor("x", x, dtype="floating", finite=True)
     n = x.numel()
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..n = 1..{n} (the input dimension), got k={k}")
@@ -259,11 +265,16 @@ def explained_variance_ratio(sigma: Tensor, squared: bool = True) -> Tensor:
 
     Returns:
         ``[..., K]`` non-decreasing, last entry 1.
+
+    Raises:
+        ValueError: If ``sigma`` is empty, not finite, negative or all zero.
     """
+    check_tensor("sigma", sigma, finite=True)
     if sigma.ndim == 0 or sigma.shape[-1] == 0:
-        raise ValueError("sigma must have at least one singular value on its last axis")
+        raise ValueError(f"sigma must have at least one singular value on its last axis, got shape "
+                         f"{tuple(sigma.shape)}")
     if (sigma < 0).any():
-        raise ValueError("sigma must be non-negative")
+        raise ValueError(f"sigma must be non-negative, got min {float(sigma.min()):g}")
     w = sigma.double() ** 2 if squared else sigma.double()
     total = w.sum(-1, keepdim=True)
     if (total <= 0).any():
@@ -271,31 +282,43 @@ def explained_variance_ratio(sigma: Tensor, squared: bool = True) -> Tensor:
     return (w.cumsum(-1) / total).to(sigma.dtype)
 
 
-def elbow_index(evr: Tensor, tol: float = 1e-8) -> int:
+def elbow_index(evr: Tensor, tol: float = 1e-6) -> int:
     """Elbow of an EVR curve: the paper's Algorithm 1, as reconstructed in the spec (§5.2).
 
     The point of maximum vertical distance above the chord from ``(1, e_1)`` to ``(K, e_K)``; for a
     concave increasing curve this equals the offline Kneedle knee. With ``K <= 2`` or an (almost)
     linear curve there is no elbow and ``1`` is returned.
 
+    The curve is evaluated in float64, and distances at or below ``tol * max|evr|`` (relative to the curve's
+    scale, well above float32 rounding, ``~6e-8`` of it) count as "no elbow": a straight line gives ``1``
+    whether it comes in float32 or float64.
+
     Args:
         evr: ``[K]`` non-decreasing EVR values in ``[0, 1]``.
-        tol: Distances at or below this count as "no elbow".
+        tol: Tolerance relative to the curve's scale (``>= 0``).
 
     Returns:
         ``k*`` in ``1..K``: the number of directions to remove.
+
+    Raises:
+        ValueError: If ``evr`` is not a non-empty, finite, non-decreasing 1-D curve in ``[0, 1]``.
     """
     evr = torch.as_tensor(evr, dtype=torch.float64)
     if evr.ndim != 1 or len(evr) == 0:
         raise ValueError(f"evr must be a non-empty 1-D curve, got shape {tuple(evr.shape)}")
+    check_tensor("evr", evr, finite=True)
     if (evr.diff() < -1e-6).any() or evr.min() < -1e-6 or evr.max() > 1 + 1e-6:
-        raise ValueError("evr must be non-decreasing with values in [0, 1]")
+        got = [round(v, 6) for v in evr.tolist()]
+        raise ValueError(f"evr must be non-decreasing with values in [0, 1], got {got}"[:300])
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
     K = len(evr)
     if K <= 2:
         return 1
     chord = evr[0] + (evr[-1] - evr[0]) * torch.arange(K, dtype=torch.float64) / (K - 1)
     d = evr - chord
-    if d.max() <= tol:
+    atol = tol * float(evr.abs().max())
+    if d.max() <= atol:
         return 1
     return int(d.argmax()) + 1
 
@@ -312,7 +335,12 @@ def project_out(x: Tensor, V: Tensor) -> Tensor:
 
     Returns:
         The projected latent(s), same shape as ``x``.
+
+    Raises:
+        ValueError: If ``x`` or ``V`` is not finite, or their shapes do not match.
     """
+    check_tensor("x", x, finite=True)
+    check_tensor("V", V, finite=True)
     if V.ndim == 2:
         n = V.shape[0]
         if x.numel() % n or (x.numel() != n and x.reshape(-1, n).shape[0] != x.shape[0]):
@@ -371,6 +399,7 @@ def clarid(
     generator: torch.Generator | int | None = None,
     keep_directions: bool = False,
     progress: bool = True,
+    data_range: tuple[float, float] | None = None,
     **direction_kwargs: object,
 ) -> ClaridResult:
     """Run CLARID on a batch: invert -> directions -> ``k*`` -> project -> decode (paper §3.2, Fig. 2).
@@ -378,8 +407,10 @@ def clarid(
     Args:
         eps_model: Noise predictor ``eps_model(x_t, t, y)``.
         feature_model: ``feature_model(x_t, t, y) -> [B, *F]``, the internal feature ``f_{l,t}``.
-        x0: ``[B, *D]`` clean samples (VAE latents for latent models).
-        y: ``[B]`` labels; the CDM is conditioned on them throughout.
+        x0: ``[B, *D]`` clean samples (VAE latents for latent models), in the model's ``data_range``.
+        y: ``[B]`` integer labels of real classes; the CDM is conditioned on them throughout. With a known null
+            class (``null_class``, or the ``eps_model``'s ``null_class`` attribute) they must lie in
+            ``0..null_class - 1`` (the null class is the last label, as for every CDM of paperlib).
         alpha_bar: ``[T + 1]`` schedule.
         t_star: Inversion time ``t*`` (on the DDIM grid).
         K: Directions considered (the EVR horizon).
@@ -392,16 +423,36 @@ def clarid(
         generator: Seed or generator for the subspace iteration's random starts.
         keep_directions: Keep ``V`` in the result (memory: ``B * n * K`` floats).
         progress: Show a tqdm bar over samples.
+        data_range: ``(lo, hi)`` of the clean samples; ``None``: the ``eps_model``'s ``data_range`` attribute if
+            it has one (:class:`~paperlib.models.ClassConditionalUNet`: ``(-1, 1)``), else unchecked.
         **direction_kwargs: Passed to :func:`extraneous_directions` (``tol``, ``max_iter``, ``chunk_size``...).
 
     Returns:
         A :class:`ClaridResult`.
+
+    Raises:
+        ValueError: If ``x0`` is empty, not floating, not finite or outside ``data_range``; if ``y`` is not
+            integer labels of real classes; if ``K``, ``k``, ``method`` or the guidance settings are invalid
+            (all checked before any inversion); or on the checks of :func:`paperlib.diffusion.ddim_invert`.
     """
-    if k is not None and not 0 <= k <= K:
-        raise ValueError(f"k must be in 0..K = 0..{K} or None (adaptive), got k={k}")
-    y = torch.as_tensor(y, device=x0.device).long().expand(x0.shape[0])
+    K = check_int("K", K, 1)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= K):
+        raise ValueError(f"k must be in 0..K = 0..{K} or None (adaptive), got k={k!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if guidance_scale != 1.0 and null_class is None:
+        raise ValueError(f"guidance_scale={guidance_scale} != 1 needs a null_class (the model's unconditional label)")
+    check_tensor("x0", x0, min_ndim=1, dtype="floating", nonempty=True, finite=True)
+    data_range = data_range if data_range is not None else getattr(eps_model, "data_range", None)
+    if data_range is not None:
+        check_tensor("x0", x0, value_range=tuple(data_range), tol=DATA_RANGE_TOL,
+                     range_note="the model's data range; map images with paperlib.data.to_model_range")
+    if K > x0[0].numel():
+        raise ValueError(f"K must be in 1..n = 1..{x0[0].numel()} (the sample dimension), got K={K}")
+    null = null_class if null_class is not None else getattr(eps_model, "null_class", None)
+    y = check_labels("y", y, x0.shape[0], num_classes=null, device=x0.device)
     gen = _as_generator(generator)
-    x_t = ddim_invert(eps_model, x0, y, alpha_bar, t_star, num_steps=num_steps)
+    x_t = ddim_invert(eps_model, x0, y, alpha_bar, t_star, num_steps=num_steps, data_range=data_range)
     Vs, sigmas, k_stars = [], [], []
     t_vec = torch.tensor([t_star], device=x0.device)
     for i in tqdm(range(x0.shape[0]), desc="extraneous directions", disable=not progress, leave=False):

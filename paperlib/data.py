@@ -24,6 +24,7 @@ cache.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import tarfile
@@ -39,6 +40,8 @@ import torch
 from torch import Tensor
 
 from paperlib.paths import cache_dir, shared_dir
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -123,10 +126,15 @@ def from_model_range(x: Tensor) -> Tensor:
 
     Returns:
         ``[N, 3, H, W]`` ``torch.uint8``.
+
+    Raises:
+        ValueError: If ``x`` is not a floating ``[N, 3, H, W]`` tensor or holds NaN/inf (NaN would become 0).
     """
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim != 4 or x.shape[1] != 3:
         desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be a floating tensor of shape [N, 3, H, W], got {desc}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"x must be finite, got {int((~torch.isfinite(x)).sum())} NaN/inf value(s)")
     return ((x.detach().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
@@ -840,18 +848,28 @@ def _decode_archive(archive: Path) -> dict[str, np.ndarray]:
 def _load_archive(archive: Path, digest: str, split: str) -> tuple[Tensor, Tensor]:
     cache = cache_dir() / "cifar10" / f"cifar10-jpeg-{digest[:16]}.npz"
     if cache.is_file():
-        print(f"found cached {cache}, loading")
+        log.info("found cached %s, loading", cache.name)
     else:
-        print(f"decoding {archive} once into {cache}")
+        log.info("decoding %s once into the cache (%s)", archive.name, cache.name)
         start = time.perf_counter()
-        arrays = _decode_archive(archive)
+        import gzip
+        import zlib
+
+        try:
+            arrays = _decode_archive(archive)
+        except (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile) as err:  # a bare EOFError names no file
+            raise RuntimeError(
+                f"cannot read {archive}: the archive is truncated or corrupt ({type(err).__name__}: {err}). "
+                f"Download it again (with its SHA256SUMS beside it, so that it is verified), or point "
+                f"$PAPERLIB_DATA at a good copy."
+            ) from err
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, cache)  # atomic: a crashed decode never leaves a half-written cache
         n_images = sum(len(arrays[f"y_{s}"]) for s in _SPLITS)
-        print(f"decoded {n_images} images in {time.perf_counter() - start:.1f} s")
+        log.info("decoded %d images in %.1f s", n_images, time.perf_counter() - start)
     with np.load(cache) as npz:
         x, y = npz[f"x_{split}"], npz[f"y_{split}"]
     return torch.from_numpy(x), torch.from_numpy(y)
@@ -1006,6 +1024,12 @@ def load_dataset(cfg: DatasetConfig, split: str = "train") -> tuple[Tensor, Tens
     if cfg.name == "cifar10":
         images, labels = load_cifar10(split)
         n = cfg.n_train if split == "train" else cfg.n_test
+        if n > len(labels):
+            raise ValueError(
+                f"the {split} split of the CIFAR-10 found here has {len(labels)} images, but the config asks for "
+                f"n_{split}={n} (CIFAR-10 has 50,000 training and 10,000 test images): the archive is partial. "
+                f"Point $PAPERLIB_DATA at the full archive, or ask for fewer images."
+            )
         if n < len(labels):
             keep = stratified_subset(labels, n=n, seed=cfg.seed)
             images, labels = images[keep], labels[keep]

@@ -16,13 +16,20 @@ time indexing is off by one step against its forward scheduler.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from paperlib.validate import check_int, check_labels, check_tensor
+
 EpsModel = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+DATA_RANGE_TOL = 1e-3
+"""Slack allowed outside an eps_model's ``data_range`` for the clean samples handed to :func:`ddim_invert`."""
 
 
 def linear_beta_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -53,9 +60,15 @@ def alpha_bar(betas: Tensor) -> Tensor:
 
     Returns:
         ``[T + 1]`` float64 tensor.
+
+    Raises:
+        ValueError: If ``betas`` is not a non-empty 1-D tensor of finite values in ``(0, 1)``.
     """
-    if betas.ndim != 1 or ((betas <= 0) | (betas >= 1)).any():
-        raise ValueError("betas must be a 1-D tensor with values in (0, 1)")
+    if betas.ndim != 1 or len(betas) == 0:
+        raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
+    if not bool(((betas > 0) & (betas < 1)).all()):  # NaN fails too
+        raise ValueError(f"betas must have values in (0, 1), got values in [{float(betas.min()):g}, "
+                         f"{float(betas.max()):g}]")
     one = torch.ones(1, dtype=torch.float64)
     return torch.cat([one, torch.cumprod(1.0 - betas.double(), dim=0)])
 
@@ -71,7 +84,16 @@ def q_sample(x0: Tensor, t: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
 
     Returns:
         ``[B, *D]`` noisy samples.
+
+    Raises:
+        ValueError: If ``t`` is not an integer tensor in ``0..T`` or ``eps`` differs from ``x0`` in shape.
     """
+    T = len(alpha_bar) - 1
+    check_tensor("t", t, dtype="integer")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) > T):
+        raise ValueError(f"t must be in 0..T = 0..{T}, got values in {int(t.min())}..{int(t.max())}")
+    if eps.shape != x0.shape:
+        raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
     ab = _bcast(alpha_bar.to(x0.device)[t].to(x0.dtype), x0)
     return ab.sqrt() * x0 + (1.0 - ab).sqrt() * eps
 
@@ -83,7 +105,12 @@ def predict_x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar_t: Tensor | float) -
 
 
 def ddim_grid(T: int, num_steps: int) -> Tensor:
-    """The shared DDIM time grid ``{0, T/num_steps, ..., T}`` (``[num_steps + 1]`` int64)."""
+    """The shared DDIM time grid ``{0, T/num_steps, ..., T}`` (``[num_steps + 1]`` int64).
+
+    Raises:
+        ValueError: If ``T`` or ``num_steps`` is not an integer, or ``num_steps`` does not divide ``T``.
+    """
+    T, num_steps = check_int("T", T, 1), check_int("num_steps", num_steps)
     if num_steps < 1 or T % num_steps != 0:
         raise ValueError(f"num_steps must be >= 1 and divide T={T}, got num_steps={num_steps}")
     return torch.arange(0, T + 1, T // num_steps, dtype=torch.long)
@@ -94,7 +121,8 @@ def _bcast(v: Tensor, x: Tensor) -> Tensor:
 
 
 def _grid_index(t: int, grid: Tensor, name: str) -> int:
-    hits = (grid == int(t)).nonzero()
+    t = check_int(name, t)  # 600.5 must not become 600
+    hits = (grid == t).nonzero()
     if len(hits) == 0:
         step = int(grid[1] - grid[0])
         raise ValueError(f"{name}={t} is not on the DDIM grid 0..{int(grid[-1])} with step {step}")
@@ -102,12 +130,34 @@ def _grid_index(t: int, grid: Tensor, name: str) -> int:
 
 
 def _check_labels(y: Tensor, x: Tensor) -> Tensor:
-    y = torch.as_tensor(y, device=x.device)
-    if y.ndim == 0:
-        y = y.expand(x.shape[0])
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"y must have shape [B] = [{x.shape[0]}], got {tuple(y.shape)}")
-    return y.long()
+    # Integer dtype and shape only: the valid range is the eps_model's (e.g. ClassConditionalUNet checks it).
+    return check_labels("y", y, x.shape[0], device=x.device)
+
+
+def _check_alpha_bar(alpha_bar: Tensor) -> None:
+    check_tensor("alpha_bar", alpha_bar, ndim=1, finite=True, value_range=(0.0, 1.0))
+    if len(alpha_bar) < 2:
+        raise ValueError(f"alpha_bar must be a [T + 1] schedule with T >= 1, got shape {tuple(alpha_bar.shape)}")
+
+
+def _check_inputs(eps_model: EpsModel, name: str, x: Tensor, alpha_bar: Tensor, guidance_scale: float,
+                  null_class: int | None, clean: bool = False, data_range: tuple[float, float] | None = None) -> None:
+    """Entry checks of the DDIM loops, once per call (never per step). ``clean``: ``x`` holds clean samples,
+    checked against ``data_range`` (default: the ``eps_model``'s ``data_range`` attribute, if any)."""
+    _check_alpha_bar(alpha_bar)
+    check_tensor(name, x, min_ndim=1, dtype="floating", nonempty=True, finite=True)
+    if clean and data_range is None:
+        data_range = getattr(eps_model, "data_range", None)
+    if clean and data_range is not None:
+        check_tensor(name, x, value_range=tuple(data_range), tol=DATA_RANGE_TOL,
+                     range_note=f"the model's data range, tolerance {DATA_RANGE_TOL:g}; map images with "
+                                "paperlib.data.to_model_range")
+    if not math.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+    if guidance_scale != 1.0 and null_class is None:
+        raise ValueError(f"guidance_scale={guidance_scale} != 1 needs a null_class (the model's unconditional label)")
+    if null_class is not None:
+        check_int("null_class", null_class, 0)
 
 
 def guided_eps(
@@ -200,6 +250,8 @@ def ddim_invert(
     null_class: int | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
+    *,
+    data_range: tuple[float, float] | None = None,
 ) -> Tensor | tuple[Tensor, dict[int, Tensor]]:
     """Deterministic conditional DDIM inversion :math:`F_{inv}` from ``t_from`` up to ``t_to`` (paper §3.1).
 
@@ -219,12 +271,21 @@ def ddim_invert(
         null_class: Unconditional label, needed when ``guidance_scale != 1``.
         progress: Show a tqdm bar.
         return_trajectory: Also return ``{t: x_t}`` for every grid time visited.
+        data_range: ``(lo, hi)`` the clean samples must lie in when ``t_from = 0`` (tolerance
+            :data:`DATA_RANGE_TOL`); ``None``: the ``eps_model``'s ``data_range`` attribute if it has one
+            (:class:`~paperlib.models.ClassConditionalUNet`: ``(-1, 1)``), else unchecked (toy data, VAE latents).
+            Latents at ``t_from > 0`` can take any finite value and are only checked for finiteness.
 
     Returns:
         ``x_{t_to}`` of shape ``[B, *D]`` (and the trajectory if asked).
+
+    Raises:
+        ValueError: If ``x`` is empty, not floating, not finite, or (at ``t_from = 0``) outside ``data_range``;
+            if ``y`` is not integer labels of shape ``[B]``; if a time is not an integer on the grid.
     """
     grid = ddim_grid(len(alpha_bar) - 1, num_steps)
     i0, i1 = _grid_index(t_from, grid, "t_from"), _grid_index(t_to, grid, "t_to")
+    _check_inputs(eps_model, "x", x, alpha_bar, guidance_scale, null_class, clean=i0 == 0, data_range=data_range)
     if i1 <= i0:
         raise ValueError(f"ddim_invert needs t_from < t_to, got t_from={t_from}, t_to={t_to}")
     times = grid[i0 : i1 + 1].tolist()
@@ -266,14 +327,25 @@ def ddim_decode(
 
     Returns:
         ``x_{t_to}`` of shape ``[B, *D]`` (and the trajectory if asked).
+
+    Raises:
+        ValueError: If ``x_t`` is empty, not floating or not finite (a noisy latent may take any finite value);
+            if ``y`` is not integer labels of shape ``[B]``; if a time is not an integer on the grid.
     """
     grid = ddim_grid(len(alpha_bar) - 1, num_steps)
     i0, i1 = _grid_index(t_from, grid, "t_from"), _grid_index(t_to, grid, "t_to")
+    _check_inputs(eps_model, "x_t", x_t, alpha_bar, guidance_scale, null_class)
     if i1 >= i0:
         raise ValueError(f"ddim_decode needs t_from > t_to, got t_from={t_from}, t_to={t_to}")
     times = grid[i1 : i0 + 1].flip(0).tolist()
     return _run(eps_model, x_t, y, alpha_bar, times, guidance_scale, null_class, progress, return_trajectory,
                 "DDIM decoding", clip_x0)
+
+
+def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) < 1 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
+        raise ValueError(f"shape must be (B, *D) with positive integer sizes, got {shape}")
+    return tuple(int(s) for s in shape)
 
 
 def _noise(shape: tuple[int, ...], generator: torch.Generator | int | None, device: str | torch.device) -> Tensor:
@@ -313,8 +385,11 @@ def ddim_sample(
 
     Returns:
         ``[B, *D]`` samples.
+
+    Raises:
+        ValueError: If ``shape`` has a non-positive size, or on the checks of :func:`ddim_decode`.
     """
-    x_T = _noise(tuple(shape), generator, device)
+    x_T = _noise(_check_shape(tuple(shape)), generator, device)
     T = len(alpha_bar) - 1
     return ddim_decode(eps_model, x_T, y, alpha_bar, T, 0, num_steps, guidance_scale, null_class, progress,
                        clip_x0=clip_x0)
@@ -357,11 +432,17 @@ def two_stage_sample(
 
     Returns:
         ``[B, *D]`` samples.
+
+    Raises:
+        ValueError: If ``shape`` has a non-positive size, ``t_switch`` is off the grid, ``null_class`` is not an
+            integer, or on the checks of :func:`ddim_decode`.
     """
+    _check_alpha_bar(alpha_bar)
     T = len(alpha_bar) - 1
     grid = ddim_grid(T, num_steps)
     _grid_index(t_switch, grid, "t_switch")
-    x = _noise(tuple(shape), generator, device)
+    check_int("null_class", null_class, 0)
+    x = _noise(_check_shape(tuple(shape)), generator, device)
     y = _check_labels(y, x)
     if t_switch < T:
         x = ddim_decode(eps_model, x, torch.full_like(y, null_class), alpha_bar, T, t_switch, num_steps,

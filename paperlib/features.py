@@ -23,6 +23,7 @@ from paperlib.cache import load_or_compute, tensor_fingerprint
 from paperlib.data import to_model_range
 from paperlib.diffusion import ddim_grid, ddim_invert
 from paperlib.models import ClassConditionalUNet
+from paperlib.validate import check_int, check_labels, check_tensor, describe
 
 
 @torch.no_grad()
@@ -41,8 +42,9 @@ def layer_time_features(
 
     Args:
         model: The CDM.
-        images: ``[N, 3, H, W]`` uint8 images.
-        labels: ``[N]`` class labels (the condition ``c``).
+        images: ``[N, 3, H, W]`` uint8 images, ``N >= 1``.
+        labels: ``[N]`` integer class labels (the condition ``c``); the null class ``num_classes`` is allowed
+            (features that see only the image).
         alpha_bar: ``[T + 1]`` schedule of the model.
         times: Grid times (``0`` = the clean image itself).
         layers: Layer names (:meth:`ClassConditionalUNet.layer_names`).
@@ -52,7 +54,17 @@ def layer_time_features(
 
     Returns:
         ``{(layer, t): [N, C_l] float32}``.
+
+    Raises:
+        ValueError: If ``images`` is not a non-empty uint8 ``[N, 3, H, W]`` tensor, ``labels`` are not integer
+            labels in ``0..num_classes``, a time is not an integer on the grid, or a layer is unknown.
     """
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a torch.uint8 tensor of shape [N, 3, H, W], got {describe(images)}")
+    check_tensor("images", images, nonempty=True)
+    labels = check_labels("labels", labels, len(images), model.cfg.num_classes, allow_null=True)
+    batch_size = check_int("batch_size", batch_size, 1)
+    times = [check_int("times[]", t, 0) for t in times]
     grid = ddim_grid(len(alpha_bar) - 1, num_steps).tolist()
     bad = [t for t in times if t not in grid]
     if bad:

@@ -29,9 +29,17 @@ def sliced_wasserstein(a: Tensor, b: Tensor, n_projections: int = 256, generator
 
     Returns:
         The distance (same units as the data).
+
+    Raises:
+        ValueError: If ``a`` and ``b`` are not finite, non-empty ``[N, d]`` and ``[M, d]`` sets with the same ``d``.
     """
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"a and b must be [N, d] and [M, d] with the same d, got {tuple(a.shape)}, {tuple(b.shape)}")
+    if len(a) == 0 or len(b) == 0 or a.shape[1] == 0:
+        raise ValueError(f"a and b must hold at least one point of dimension >= 1, got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)}")
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        raise ValueError("a and b must be finite (no NaN or inf)")
     g = torch.Generator().manual_seed(generator) if isinstance(generator, int) else generator
     dirs = torch.randn(a.shape[1], n_projections, generator=g, dtype=torch.float64)
     dirs = torch.nn.functional.normalize(dirs, dim=0)
@@ -219,9 +227,14 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 2.0) -> Tensor:
     Returns:
         ``[B]`` PSNR in dB (``inf`` where a sample equals its counterpart), in the floating dtype of the inputs
         (float32 for integer inputs); computed in float64.
+
+    Raises:
+        ValueError: If ``a`` and ``b`` differ in shape or are not finite, or ``data_range`` is not in ``(0, inf)``.
     """
     if a.shape != b.shape or a.ndim < 1:
         raise ValueError(f"a and b must be [B, ...] with the same shape, got {tuple(a.shape)}, {tuple(b.shape)}")
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        raise ValueError("a and b must be finite (no NaN or inf)")
     if not (data_range > 0 and math.isfinite(data_range)):
         raise ValueError(f"data_range must be in (0, inf), got {data_range}")
     dtype = torch.result_type(a, b)

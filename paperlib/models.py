@@ -12,11 +12,35 @@ of up block ``i``); :meth:`ClassConditionalUNet.layer_names` lists them in forwa
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import torch
 from diffusers import UNet2DModel
 from torch import Tensor, nn
+
+from paperlib.validate import check_labels, check_tensor
+
+NUM_TIMESTEPS = 1000
+"""``T`` of the schedule the book's CDMs are trained with (``TrainConfig.T``); the default time range of
+:class:`ClassConditionalUNet`. A module constant, not a :class:`CDMConfig` field: ``CDMConfig.to_dict()`` is
+hashed into the cache keys of committed artifacts."""
+
+LAYER_SYNTAX = ("conv_in", "down.{i}", "mid", "up.{i}")
+"""Forms of a feature layer name; which indices ``i`` exist depends on the model (:meth:`layer_names`)."""
+_LAYER_RE = re.compile(r"conv_in|mid|(down|up)\.(0|[1-9][0-9]*)")
+
+
+def check_layer_syntax(name: str, layer: object) -> str:
+    """Check that ``layer`` has the form of a feature layer name (:data:`LAYER_SYNTAX`), model-independently.
+
+    Raises:
+        ValueError: If it does not; the message names ``name``.
+    """
+    if not isinstance(layer, str) or _LAYER_RE.fullmatch(layer) is None:
+        raise ValueError(f"{name} must be a layer name of the form {' | '.join(LAYER_SYNTAX)} (i = 0, 1, ...), "
+                         f"got {layer!r}")
+    return layer
 
 
 @dataclass(frozen=True)
@@ -54,6 +78,17 @@ class CDMConfig:
         return cls(**d)
 
 
+def _per_sample(name: str, v: Tensor | int, x: Tensor) -> Tensor:
+    """``v`` as an int64 ``[B]`` tensor on ``x``'s device (a scalar or a ``[1]`` tensor is broadcast)."""
+    v = torch.as_tensor(v, device=x.device)
+    check_tensor(name, v, dtype="integer")
+    if v.shape in ((), (1,)):
+        v = v.reshape(()).expand(x.shape[0])
+    if v.shape != (x.shape[0],):
+        raise ValueError(f"{name} must have shape [B] = [{x.shape[0]}] (or be a scalar), got {tuple(v.shape)}")
+    return v.long()
+
+
 def make_unet(cfg: CDMConfig) -> UNet2DModel:
     """The diffusers ``UNet2DModel`` of ``cfg`` (random init; seed torch before calling for determinism)."""
     levels = len(cfg.block_out_channels)
@@ -84,12 +119,18 @@ class ClassConditionalUNet(nn.Module):
 
     Args:
         cfg: Architecture.
+        num_timesteps: ``T``: the model accepts times ``0..T`` (not saved in the state dict or the config).
     """
 
-    def __init__(self, cfg: CDMConfig):
+    data_range: tuple[float, float] = (-1.0, 1.0)
+    """Range of clean images (``paperlib.data.to_model_range``); :func:`paperlib.diffusion.ddim_invert` checks it."""
+
+    def __init__(self, cfg: CDMConfig, num_timesteps: int = NUM_TIMESTEPS):
         super().__init__()
         self.cfg = cfg
-        self.unet = make_unet(cfg)
+        self.num_timesteps = int(num_timesteps)
+        with torch.random.fork_rng(devices=[]):  # draws from the caller's state, leaves it as it was
+            self.unet = make_unet(cfg)
 
     @property
     def null_class(self) -> int:
@@ -103,13 +144,15 @@ class ClassConditionalUNet(nn.Module):
 
     def _check(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         c, s = self.cfg.in_channels, self.cfg.sample_size
+        check_tensor("x_t", x, dtype="floating")
         if x.ndim != 4 or x.shape[1:] != (c, s, s):
             raise ValueError(f"x_t must be [B, {c}, {s}, {s}], got {tuple(x.shape)}")
-        t = torch.as_tensor(t, device=x.device).long().expand(x.shape[0])
-        y = torch.as_tensor(y, device=x.device).long().expand(x.shape[0])
-        if (y < 0).any() or (y > self.null_class).any():
-            raise ValueError(f"labels must be in 0..{self.null_class} ({self.null_class} = null), got {y.tolist()}")
-        return t, y
+        check_tensor("x_t", x, nonempty=True, finite=True)  # one cheap pass, next to a UNet forward
+        t, y = _per_sample("t", t, x), _per_sample("y", y, x)
+        T = self.num_timesteps
+        if int(t.min()) < 0 or int(t.max()) > T:
+            raise ValueError(f"t must be in 0..T = 0..{T}, got values in {int(t.min())}..{int(t.max())}")
+        return t, check_labels("y", y, num_classes=self.cfg.num_classes, allow_null=True)
 
     def _embedding(self, t: Tensor, y: Tensor, dtype: torch.dtype) -> Tensor:
         u = self.unet
@@ -121,11 +164,15 @@ class ClassConditionalUNet(nn.Module):
 
         Args:
             x_t: ``[B, C, H, W]`` noisy images in the model range.
-            t: ``[B]`` (or scalar) integer times in ``0..T``.
-            y: ``[B]`` (or scalar) labels in ``0..num_classes`` (``num_classes`` = null).
+            t: ``[B]`` (or scalar) integer times in ``0..T`` (``T = num_timesteps``).
+            y: ``[B]`` (or scalar) integer labels in ``0..num_classes`` (``num_classes`` = null).
 
         Returns:
             ``[B, C, H, W]`` predicted noise.
+
+        Raises:
+            ValueError: If ``x_t`` is not a non-empty finite floating ``[B, C, H, W]`` tensor, or ``t`` / ``y``
+                are not integers of shape ``[B]`` in their ranges.
         """
         t, y = self._check(x_t, t, y)
         return self.unet(x_t, t, class_labels=y).sample
@@ -144,6 +191,9 @@ class ClassConditionalUNet(nn.Module):
 
         Returns:
             ``[B, C_l, H_l, W_l]`` activation.
+
+        Raises:
+            ValueError: If ``layer`` is unknown, or on the input checks of :meth:`forward`.
         """
         names = self.layer_names()
         if layer not in names:

@@ -13,6 +13,7 @@ committed ``artifacts/choices/``, other profiles in the scratch cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from paperlib.cache import load_or_compute, module_fingerprint
+from paperlib.cache import dir_lock, load_or_compute, module_fingerprint, remove_stale_tmp, write_durable
 from paperlib.data import from_model_range
 from paperlib.diffusion import ddim_grid, two_stage_sample
 from paperlib.metrics import knee_point, saturation_point
@@ -207,19 +208,40 @@ def _choices_path(profile: str) -> Path:
     return root / "choices" / f"{profile}.json"
 
 
+def _read_choices(path: Path) -> dict:
+    if path.parent.is_dir():
+        with contextlib.suppress(OSError), dir_lock(path.parent, blocking=False) as locked:
+            if locked:  # no writer is active: a temporary file there is a killed writer's
+                remove_stale_tmp(path)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore it (git checkout) or delete it and rerun "
+                         f"the chapters that record choices") from exc
+
+
 def record_choice(profile: str, dataset: str, name: str, value, source: str) -> None:
-    """Record a chosen hyperparameter (``value`` JSON-able) for the chapters that follow."""
+    """Record a chosen hyperparameter (``value`` JSON-able) for the chapters that follow.
+
+    Safe under concurrent writers and kills: the read-modify-write holds a lock on the choices
+    directory and the file is replaced atomically (fsynced first).
+    """
     path = _choices_path(profile)
     path.parent.mkdir(parents=True, exist_ok=True)
-    choices = json.loads(path.read_text()) if path.exists() else {}
-    choices.setdefault(dataset, {})[name] = {"value": value, "source": source}
-    path.write_text(json.dumps(choices, indent=2, sort_keys=True) + "\n")
+    with dir_lock(path.parent):
+        remove_stale_tmp(path)
+        choices = _read_choices(path)
+        choices.setdefault(dataset, {})[name] = {"value": value, "source": source}
+        text = json.dumps(choices, indent=2, sort_keys=True) + "\n"
+        write_durable(path, lambda p: p.write_text(text))
 
 
 def load_choice(profile: str, dataset: str, name: str):
     """A value recorded by :func:`record_choice`; a clear error naming the chapter to run when missing."""
     path = _choices_path(profile)
-    choices = json.loads(path.read_text()) if path.exists() else {}
+    choices = _read_choices(path)
     if name not in choices.get(dataset, {}):
         raise KeyError(f"no {name!r} recorded for dataset {dataset!r} in profile {profile!r} ({path}); run the "
                        f"chapter that chooses it first (t_star: 02_t_star; feature_layer/feature_t: 04_nmi), "

@@ -207,8 +207,9 @@ def train_toy_denoiser(cfg: ToyConfig = ToyConfig(), seed: int = 0, progress: bo
         raise ValueError(f"steps and batch_size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
     g = torch.Generator().manual_seed(seed)
     x_data, y_data = sample_toy(cfg.n_data, g, cfg)
-    torch.manual_seed(seed)  # nn.Module init draws from the global generator
-    model = ToyDenoiser(cfg.hidden, cfg.emb_dim)
+    with torch.random.fork_rng(devices=[]):  # nn.Module init draws from the global generator
+        torch.manual_seed(seed)
+        model = ToyDenoiser(cfg.hidden, cfg.emb_dim)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.lr_min)
@@ -251,7 +252,8 @@ def load_or_train_toy(cfg: ToyConfig, seed: int, publish: bool = False, progress
         return {**{f"model.{k}": v for k, v in model.state_dict().items()}, "losses": torch.from_numpy(losses)}
 
     tensors, manifest = load_or_compute("toy_model", {**cfg.to_dict(), "seed": seed}, compute, publish=publish)
-    model = ToyDenoiser(cfg.hidden, cfg.emb_dim)
+    with torch.random.fork_rng(devices=[]):
+        model = ToyDenoiser(cfg.hidden, cfg.emb_dim)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     model.eval().requires_grad_(False)
     return model, tensors["losses"].numpy(), manifest

@@ -18,23 +18,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import signal
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from paperlib.cache import config_key, load_artifact, save_artifact
+from paperlib.cache import ProvenanceError, artifact_exists, config_key, load_artifact, save_artifact
+from paperlib.checkpoint import flatten_optimizer, strip_prefix, unflatten_optimizer
 from paperlib.data import DATASETS, DatasetConfig, fingerprint, load_dataset
 from paperlib.diffusion import alpha_bar, linear_beta_schedule, q_sample
 from paperlib.models import CDMConfig, ClassConditionalUNet, num_parameters
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
+
+log = logging.getLogger(__name__)
 
 STAGE = "cdm"
 STAGE_VERSION = 1
@@ -119,19 +123,8 @@ def _ddpm_batch(
     return q_sample(x0, t, eps, ab), t, y, eps
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list]:
-    sd = opt.state_dict()
-    tensors = {f"opt.{i}.{k}": torch.as_tensor(v) for i, st in sd["state"].items() for k, v in st.items()}
-    return tensors, sd["param_groups"]
 
 
-def _unflatten_optimizer(tensors: dict[str, Tensor], groups: list) -> dict:
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, name = key.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    return {"state": state, "param_groups": groups}
 
 
 @contextlib.contextmanager
@@ -153,7 +146,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _save_checkpoint(path: Path, model, ema, opt, losses: list[float], step: int, meta: dict) -> None:
-    opt_tensors, groups = _flatten_optimizer(opt)
+    opt_tensors, groups = flatten_optimizer(opt)
     tensors = {
         **{f"model.{k}": v for k, v in model.state_dict().items()},
         **{f"ema.{k}": v for k, v in ema.module.state_dict().items()},
@@ -164,8 +157,24 @@ def _save_checkpoint(path: Path, model, ema, opt, losses: list[float], step: int
     save_artifact(path, tensors, {**meta, "step": step, "param_groups": groups})
 
 
-def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+def _check_resumable(path: Path, meta: dict, cdm_cfg: CDMConfig, cfg: TrainConfig, data_fp: str) -> None:
+    """Refuse a checkpoint made with another architecture, recipe (``steps`` aside) or data."""
+    ours = {"cdm": cdm_cfg.to_dict(), "train": cfg.to_dict(), "data": data_fp}
+    theirs = {"cdm": meta.get("cdm"), "train": meta.get("train"), "data": meta.get("data")}
+    diffs = []
+    for part in ("cdm", "train"):
+        a, b = json.loads(json.dumps(theirs[part] or {})), json.loads(json.dumps(ours[part]))
+        diffs += [f"{part}.{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}"
+                  for k in sorted(set(a) | set(b)) if k != "steps" and a.get(k) != b.get(k)]
+    if theirs["data"] != data_fp:
+        diffs.append(f"data fingerprint: checkpoint {theirs['data']!r}, now {data_fp!r}")
+    if diffs:
+        raise ValueError(
+            f"cannot resume {path}: it was made with other settings ({'; '.join(diffs)}). Train with the "
+            f"checkpoint's settings and data, or delete {path.name} and its .json to start afresh."
+        )
+
+
 
 
 def train_cdm(
@@ -178,6 +187,8 @@ def train_cdm(
     checkpoint_every_s: float = 300.0,
     max_seconds: float | None = None,
     progress: bool = True,
+    milestone_every: int | None = None,
+    on_milestone: Callable[[int, nn.Module, list[float], float], None] | None = None,
 ) -> TrainResult:
     """Train (or resume training) a class-conditional UNet with the DDPM epsilon-loss.
 
@@ -191,6 +202,10 @@ def train_cdm(
         checkpoint_every_s: Seconds between checkpoints.
         max_seconds: Stop (with a checkpoint) after this many seconds of this call; ``None``: run to the end.
         progress: tqdm bar with the running loss and images per second.
+        milestone_every: Call ``on_milestone`` every this many steps.
+        on_milestone: ``on_milestone(step, ema_model, losses, wall_time_s)``, e.g. to keep the EMA
+            weights at 10k, 20k, ... steps (the learning rate is constant after warm-up, so the EMA at
+            step ``s`` is the model a run of ``s`` steps ends with).
 
     Returns:
         A :class:`TrainResult`.
@@ -203,23 +218,25 @@ def train_cdm(
     if cfg.steps < 1 or cfg.batch_size < 1 or not 0 <= cfg.label_dropout < 1:
         raise ValueError(f"need steps >= 1, batch_size >= 1, 0 <= label_dropout < 1; got {cfg}")
 
-    torch.manual_seed(cfg.seed)  # nn.Module init draws from the global generator
-    model = ClassConditionalUNet(cdm_cfg)
+    with torch.random.fork_rng(devices=[]):  # nn.Module init draws from the global generator
+        torch.manual_seed(cfg.seed)
+        model = ClassConditionalUNet(cdm_cfg)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, losses, wall = 0, [], 0.0
+    data_fp = fingerprint(images, labels)
     if checkpoint is not None and checkpoint.exists():
         tensors, meta = load_artifact(checkpoint)
-        model.load_state_dict(_strip(tensors, "model."))
-        ema_sd = _strip(tensors, "ema.")
+        _check_resumable(checkpoint, meta, cdm_cfg, cfg, data_fp)
+        model.load_state_dict(strip_prefix(tensors, "model."))
+        ema_sd = strip_prefix(tensors, "ema.")
         ema.n_averaged.copy_(ema_sd.pop("n_averaged"))
         ema.module.load_state_dict(ema_sd)
-        opt.load_state_dict(_unflatten_optimizer(tensors, meta["param_groups"]))
+        opt.load_state_dict(unflatten_optimizer(tensors, meta["param_groups"]))
         step, losses, wall = int(meta["step"]), tensors["losses"].tolist(), float(meta["wall_time_s"])
-        if progress:
-            print(f"resuming {checkpoint.name} at step {step}/{cfg.steps}")
+        log.info("resuming %s at step %d/%d", checkpoint.name, step, cfg.steps)
     ab = cfg.alpha_bar().float()
-    meta = {"cdm": cdm_cfg.to_dict(), "train": cfg.to_dict(), "data": fingerprint(images, labels),
+    meta = {"cdm": cdm_cfg.to_dict(), "train": cfg.to_dict(), "data": data_fp,
             "parameters": num_parameters(model)}
 
     def save() -> None:
@@ -247,6 +264,8 @@ def train_cdm(
                 now = time.perf_counter()
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-200:]):.4f}")
+                if on_milestone is not None and milestone_every and step % milestone_every == 0:
+                    on_milestone(step, ema.module, losses, wall + now - start)
                 if now - last_save >= checkpoint_every_s:
                     wall += now - start
                     start = last_save = now
@@ -283,23 +302,43 @@ class CDMRecipe:
 
     @property
     def key(self) -> str:
+        """Key of the finished model (config including ``train.steps``)."""
         return config_key(self.to_dict(), STAGE_VERSION)
 
+    @property
+    def run_key(self) -> str:
+        """Key of the training run (config without ``train.steps``): its resume checkpoint serves any
+        length, so a run can be extended and its milestones are the models of shorter recipes."""
+        d = self.to_dict()
+        d["train"] = {k: v for k, v in d["train"].items() if k != "steps"}
+        return config_key(d, STAGE_VERSION)
 
-def cdm_recipe(dataset: str, profile: str) -> CDMRecipe:
+    def with_steps(self, steps: int) -> CDMRecipe:
+        """The same recipe trained for ``steps`` steps."""
+        return replace(self, train=replace(self.train, steps=int(steps)))
+
+
+BOOK_STEPS: dict[str, int] = {"shapes": 20_000, "cifar10": 20_000}
+"""Training steps of the CDM each chapter uses (full profile)."""
+
+MILESTONE_EVERY = 10_000
+"""Full-profile runs keep the EMA model every this many steps (the scaling study of chapter 5)."""
+
+
+def cdm_recipe(dataset: str, profile: str, steps: int | None = None) -> CDMRecipe:
     """The book's CDM for ``dataset`` in ``profile`` (``"smoke"``: a tiny model trained in seconds).
 
     Full profile [O]: a 1.1M-parameter UNet (channels 32/64/64, self-attention at the lowest resolution),
-    batch 64; shapes at 16x16 for 20k steps, CIFAR-10 at 32x32 for 20k steps with flips.
+    batch 64; shapes at 16x16, CIFAR-10 at 32x32 with flips; ``steps`` defaults to :data:`BOOK_STEPS`.
     """
     if profile not in ("smoke", "full"):
         raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
     if dataset == "shapes":
         data = DatasetConfig("shapes", size=16)
-        train = TrainConfig(steps=20_000, lr=3e-4)
+        train = TrainConfig(steps=BOOK_STEPS[dataset], lr=3e-4)
     elif dataset == "cifar10":
         data = DatasetConfig("cifar10", size=32, n_train=50_000, n_test=10_000)
-        train = TrainConfig(steps=20_000, lr=3e-4, hflip=True)
+        train = TrainConfig(steps=BOOK_STEPS[dataset], lr=3e-4, hflip=True)
     else:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     cdm = CDMConfig(sample_size=data.size, num_classes=len(data.classes), attention_levels=(2,))
@@ -308,23 +347,58 @@ def cdm_recipe(dataset: str, profile: str) -> CDMRecipe:
                         attention_levels=(2,), attention_head_dim=16)
         train = TrainConfig(steps=120, batch_size=32, lr=1e-3, warmup_steps=10, ema_decay=0.9, hflip=train.hflip)
         data = DatasetConfig(dataset, size=data.size, n_train=600, n_test=200)
-    return CDMRecipe(data, cdm, train)
+    recipe = CDMRecipe(data, cdm, train)
+    return recipe if steps is None else recipe.with_steps(steps)
 
 
 def _paths(recipe: CDMRecipe, publish: bool) -> tuple[Path, Path]:
     root = (ARTIFACTS_DIR if publish else cache_dir()) / STAGE
-    return root / f"{recipe.key}.safetensors", root / f"{recipe.key}.resume.safetensors"
+    return root / f"{recipe.key}.safetensors", root / f"{recipe.run_key}.resume.safetensors"
+
+
+def _save_final(recipe: CDMRecipe, path: Path, model: nn.Module, losses: np.ndarray, wall: float,
+                data_fp: str) -> None:
+    manifest = {
+        "stage": STAGE, "version": STAGE_VERSION, "key": recipe.key, "config": recipe.to_dict(),
+        "steps": recipe.train.steps, "data": data_fp, "parameters": num_parameters(model),
+        "wall_time_s": round(wall, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch": torch.__version__, "final_loss": float(np.mean(losses[-500:])),
+    }
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
+               "losses": torch.from_numpy(np.asarray(losses[: recipe.train.steps], np.float32))}
+    save_artifact(path, tensors, manifest)
 
 
 class TrainingIncomplete(RuntimeError):
     """Raised by :func:`load_or_train_cdm` when a time budget stopped training before the end."""
 
 
-def load_cdm(path: Path) -> tuple[ClassConditionalUNet, dict]:
-    """Load a finished CDM artifact (EMA weights) and its manifest (sha256 verified)."""
-    tensors, manifest = load_artifact(path)
+def load_cdm(
+    path: Path, recipe: CDMRecipe | None = None, data_fingerprint: str | None = None
+) -> tuple[ClassConditionalUNet, dict]:
+    """Load a finished CDM artifact (EMA weights) and its manifest, checked.
+
+    Args:
+        path: The ``.safetensors`` file.
+        recipe: If given, the manifest's key, config and steps must be this recipe's.
+        data_fingerprint: If given, must equal the manifest's ``data`` (the fingerprint of the data the
+            model was trained on, :func:`paperlib.data.fingerprint`).
+
+    Raises:
+        ProvenanceError: The manifest contradicts ``recipe`` or ``data_fingerprint``.
+    """
+    expect: dict = {}
+    if recipe is not None:
+        expect = {"key": recipe.key, "steps": recipe.train.steps,
+                  "config": json.loads(json.dumps(recipe.to_dict()))}
+    if data_fingerprint is not None:
+        expect["data"] = data_fingerprint
+    hint = (f"The CDM in {path.name} was trained on other data than the data loaded here. Point "
+            f"$PAPERLIB_DATA at the data it was trained on (for CIFAR-10 the full archive, 50,000 training "
+            f"images, checked against SHA256SUMS), or delete {path.name} and its .json to train a new one.")
+    tensors, manifest = load_artifact(path, expect=expect, hint=hint)
     model = ClassConditionalUNet(CDMConfig.from_dict(manifest["config"]["cdm"]))
-    model.load_state_dict(_strip(tensors, "model."))
+    model.load_state_dict(strip_prefix(tensors, "model."))
     return model.eval().requires_grad_(False), manifest
 
 
@@ -333,6 +407,8 @@ def load_or_train_cdm(
     publish: bool = False,
     max_seconds: float | None = None,
     progress: bool = True,
+    milestone_every: int | None = None,
+    keep_resume: bool = False,
 ) -> tuple[ClassConditionalUNet, dict]:
     """The trained CDM of ``recipe``: loaded if finished, else trained (resuming any checkpoint) and saved.
 
@@ -346,34 +422,36 @@ def load_or_train_cdm(
         max_seconds: Time budget of this call; when it runs out a checkpoint is written and
             :class:`TrainingIncomplete` raised (call again to resume).
         progress: tqdm bar.
+        milestone_every: Also save the EMA model every this many steps, as the finished model of
+            ``recipe.with_steps(step)``.
+        keep_resume: Keep the resume checkpoint after the end, so that the run can be extended.
 
     Returns:
         ``(model, manifest)``: the EMA model (eval, frozen) and its manifest.
     """
     for pub in (True, False):
         final, _ = _paths(recipe, pub)
-        if final.exists() and final.with_suffix(".json").exists():
-            if progress:
-                print(f"found cached CDM ({final.parent.name}/{final.name}), loading")
-            return load_cdm(final)
+        if artifact_exists(final):
+            log.info("found cached CDM (%s/%s), loading", final.parent.name, final.name)
+            return load_cdm(final, recipe)
     final, resume = _paths(recipe, publish)
     images, labels = load_dataset(recipe.data, "train")
+    data_fp = fingerprint(images, labels)
+
+    def keep(step: int, model: nn.Module, losses: list[float], wall: float) -> None:
+        path, _ = _paths(recipe.with_steps(step), publish)
+        if step < recipe.train.steps and not path.exists():
+            _save_final(recipe.with_steps(step), path, model, np.asarray(losses, np.float32), wall, data_fp)
+
     result = train_cdm(recipe.cdm, recipe.train, images, labels, resume, max_seconds=max_seconds,
-                       progress=progress)
+                       progress=progress, milestone_every=milestone_every, on_milestone=keep)
     if not result.finished:
         raise TrainingIncomplete(f"stopped at step {result.step}/{recipe.train.steps}; checkpoint {resume}")
-    manifest = {
-        "stage": STAGE, "version": STAGE_VERSION, "key": recipe.key, "config": recipe.to_dict(),
-        "steps": result.step, "data": fingerprint(images, labels), "parameters": num_parameters(result.model),
-        "wall_time_s": round(result.wall_time_s, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "torch": torch.__version__, "final_loss": float(np.mean(result.losses[-500:])),
-    }
-    tensors = {**{f"model.{k}": v for k, v in result.model.state_dict().items()},
-               "losses": torch.from_numpy(result.losses)}
-    save_artifact(final, tensors, manifest)
-    for p in (resume, resume.with_suffix(".json")):
-        p.unlink(missing_ok=True)
-    return load_cdm(final)
+    _save_final(recipe, final, result.model, result.losses, result.wall_time_s, data_fp)
+    if not keep_resume:
+        for p in (resume, resume.with_suffix(".json")):
+            p.unlink(missing_ok=True)
+    return load_cdm(final, recipe, data_fp)
 
 
 @dataclass
@@ -398,7 +476,7 @@ class BookCDM:
         """Per-step training losses of the model, from its artifact."""
         for pub in (True, False):
             final, _ = _paths(self.recipe, pub)
-            if final.exists():
+            if artifact_exists(final):
                 return load_artifact(final)[0]["losses"].numpy()
         raise FileNotFoundError(f"no finished CDM artifact for key {self.recipe.key}")
 
@@ -409,6 +487,14 @@ def load_book_cdm(dataset: str, profile: str, progress: bool = True) -> BookCDM:
     recipe = cdm_recipe(dataset, profile)
     model, manifest = load_or_train_cdm(recipe, publish=profile == "full", progress=progress)
     images, labels = load_dataset(recipe.data, "train")
+    fp = fingerprint(images, labels)
+    if manifest.get("data") != fp:
+        raise ProvenanceError(
+            f"the {dataset} CDM {manifest['key']} was trained on data with fingerprint {manifest.get('data')}, "
+            f"but the data loaded here has fingerprint {fp} ({len(labels)} training images). Point "
+            f"$PAPERLIB_DATA at the data it was trained on (for CIFAR-10 the archive of 50,000 training "
+            f"images checked against SHA256SUMS), or delete artifacts/cdm/{manifest['key']}.* to retrain."
+        )
     return BookCDM(model, recipe, manifest, images, labels)
 
 
@@ -419,14 +505,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--scratch", action="store_true", help="train into the cache, not artifacts/")
+    parser.add_argument("--steps", type=int, default=None, help="train this long (default: the book's)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = cdm_recipe(args.dataset, args.profile)
-    print(json.dumps({"key": recipe.key, **recipe.to_dict()}, indent=1))
+    recipe = cdm_recipe(args.dataset, args.profile, steps=args.steps)
+    print(json.dumps({"key": recipe.key, "run_key": recipe.run_key, **recipe.to_dict()}, indent=1))
     budget = None if args.max_minutes is None else 60 * args.max_minutes
+    every = MILESTONE_EVERY if args.profile == "full" else None
     try:
-        _, manifest = load_or_train_cdm(recipe, publish=not args.scratch, max_seconds=budget)
+        _, manifest = load_or_train_cdm(recipe, publish=not args.scratch, max_seconds=budget,
+                                        milestone_every=every, keep_resume=True)
         print(f"done: {manifest['key']} ({manifest['steps']} steps, {manifest['wall_time_s']} s)")
     except TrainingIncomplete as exc:
         print(f"paused: {exc}")

@@ -59,3 +59,36 @@ def test_use_datasets_leaves_out_missing_cifar_and_glues_twins(monkeypatch, tmp_
     with pytest.raises(ValueError, match="non-empty list"):
         book.use_datasets(["mnist"])
     assert book.use_datasets(["shapes"]) == ["shapes"] and book.missing_twins("t_star_shapes") == []
+
+
+PAGE = """<html><body><main>
+<div class="cell docutils container"><div class="cell_input"><pre>load("/work/x.npz")</pre></div>
+<div class="cell_output docutils container"><div class="output stream"><pre>{out}</pre></div></div></div>
+<div class="cell tag_injected-parameters docutils container">{inj}</div>
+{tables}
+</main></body></html>"""
+TABLE = "<table><tr><th>method</th><th>NMI</th></tr><tr><td>CLARID</td><td>0.282</td></tr></table>"
+
+
+def test_check_html_accepts_a_clean_page():
+    from paperlib.book import check_html
+
+    html = PAGE.format(out="NMI 0.282 ± 0.004", inj="", tables=TABLE).replace(
+        "tag_injected-parameters", "tag_injected-parameters tag_hide-cell")
+    assert check_html(html) == []  # a path in the code is allowed, not in outputs
+
+
+def test_check_html_finds_paths_logs_duplicates_and_the_injected_cell():
+    from paperlib.book import check_html
+
+    out = "found cached classifier (classifier/x.safetensors), loading /work/main/_cache/cifar10/c.npz"
+    problems = check_html(PAGE.format(out=out, inj="", tables=TABLE + TABLE), "ch.html",
+                          machine_paths=("/srv/build",))
+    text = "\n".join(problems)
+    assert "absolute path in an output: '/work/main/_cache/cifar10/c.npz'" in text
+    assert "log marker 'found cached'" in text and "shown 2 times" in text and "injected-parameters" in text
+    assert check_html(PAGE.format(out="see /srv/build/x", inj="", tables=""), machine_paths=("/srv/build",))
+    tqdm = PAGE.format(out="CDM training: 33%| 20069/60000 [32:19<83:27:12, 7.52s/it]", inj="", tables="")
+    assert any("s/it]" in p for p in check_html(tqdm))
+    assert any("C:\\\\" in p or "C:" in p for p in check_html(PAGE.format(out=r"C:\\Users\\me\\x", inj="",
+                                                                        tables="")))

@@ -1,9 +1,26 @@
 import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from paperlib.cache import artifact_path, config_key, load_artifact, load_or_compute, module_fingerprint
+from paperlib.cache import (
+    ArtifactError,
+    ProvenanceError,
+    config_key,
+    load_artifact,
+    load_or_compute,
+    module_fingerprint,
+    save_artifact,
+    sha256_file,
+    tensors_sha256,
+)
 
 
 def test_key_is_stable_and_sensitive():
@@ -24,19 +41,93 @@ def test_load_or_compute_computes_once(monkeypatch, tmp_path):
     t2, m2 = load_or_compute("unit", {"n": 6}, compute, verbose=False)
     assert len(calls) == 1 and torch.equal(t1["w"], t2["w"])
     assert m1["sha256"] == m2["sha256"] and m2["config"] == {"n": 6} and "wall_time_s" in m2
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert m1["format"] == 2 and m1["tensors_sha256"] == tensors_sha256(t1)
+    assert not list(tmp_path.rglob("*tmp"))
     load_or_compute("unit", {"n": 7}, compute, verbose=False)
     assert len(calls) == 2
 
 
-def test_corrupt_artifact_is_detected(monkeypatch, tmp_path):
-    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
-    load_or_compute("unit", {"n": 1}, lambda: {"w": torch.zeros(3)}, verbose=False)
-    path = artifact_path("unit", {"n": 1})
+def _saved(tmp_path, **manifest):
+    path = tmp_path / f"{config_key({'n': 1})}.safetensors"
+    save_artifact(path, {"w": torch.arange(4.0)}, {"key": path.stem, "steps": 20000, **manifest})
+    return path
+
+
+def test_corrupt_tensors_are_detected(tmp_path):
+    path = _saved(tmp_path)
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF  # last byte of the tensor data
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match="do not match the hash"):
+        load_artifact(path)
+
+
+def test_truncated_file_names_its_path(tmp_path):
+    path = _saved(tmp_path)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ArtifactError, match=str(path.name)):
+        load_artifact(path)
+
+
+def test_edited_manifest_is_refused_with_the_field(tmp_path):
+    path = _saved(tmp_path)
     manifest = json.loads(path.with_suffix(".json").read_text())
-    manifest["sha256"] = "0" * 64
+    manifest["steps"] = 5
     path.with_suffix(".json").write_text(json.dumps(manifest))
-    with pytest.raises(RuntimeError, match="sha256"):
+    with pytest.raises(ArtifactError, match=r"steps: JSON 5, file 20000"):
+        load_artifact(path)
+    manifest["steps"], manifest["sha256"] = 20000, "0" * 64
+    path.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_artifact(path)
+
+
+def test_missing_truncated_or_stale_json_is_repaired_from_the_file(tmp_path):
+    path = _saved(tmp_path)
+    good = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text('{"key": ')  # truncated
+    assert load_artifact(path)[1] == good
+    assert json.loads(path.with_suffix(".json").read_text()) == good
+    path.with_suffix(".json").unlink()
+    assert load_artifact(path)[1]["steps"] == 20000
+    # A kill between the two renames: new tensor file beside the previous save's JSON.
+    old_json = path.with_suffix(".json").read_text()
+    save_artifact(path, {"w": torch.ones(4)}, {"key": path.stem, "steps": 30000})
+    path.with_suffix(".json").write_text(old_json)
+    tensors, manifest = load_artifact(path)
+    assert torch.equal(tensors["w"], torch.ones(4)) and manifest["steps"] == 30000
+
+
+def test_renamed_or_rekeyed_artifact_is_refused(tmp_path):
+    path = _saved(tmp_path)
+    other = tmp_path / f"{config_key({'n': 2})}.safetensors"
+    other.write_bytes(path.read_bytes())
+    with pytest.raises(ArtifactError, match="saved as"):
+        load_artifact(other)
+    bad = tmp_path / f"{config_key({'n': 3})}.safetensors"
+    save_artifact(bad, {"w": torch.zeros(1)}, {"key": "0123456789abcdef"})
+    with pytest.raises(ArtifactError, match="does not match the file name"):
+        load_artifact(bad)
+
+
+def test_provenance_mismatch_names_both_values(monkeypatch, tmp_path):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    compute = lambda: {"w": torch.zeros(2)}  # noqa: E731
+    load_or_compute("unit", {"n": 1}, compute, verbose=False, provenance={"data": "4c6a04f66a242a11"})
+    with pytest.raises(ProvenanceError, match=r"data: artifact '4c6a04f66a242a11', here 'a48f7abe3267e2f5'"):
+        load_or_compute("unit", {"n": 1}, compute, verbose=False, provenance={"data": "a48f7abe3267e2f5"},
+                        hint="Point $PAPERLIB_DATA elsewhere.")
+
+
+def test_format_1_artifacts_still_load_and_are_checked(tmp_path):
+    path = tmp_path / "0123456789abcdef.safetensors"
+    save_file({"w": torch.arange(3.0)}, str(path))
+    manifest = {"key": path.stem, "file": path.name, "sha256": sha256_file(path)}
+    path.with_suffix(".json").write_text(json.dumps(manifest))
+    tensors, got = load_artifact(path)
+    assert torch.equal(tensors["w"], torch.arange(3.0)) and got == manifest
+    path.with_suffix(".json").write_text(json.dumps(manifest)[:-7])
+    with pytest.raises(ArtifactError, match=str(path.with_suffix(".json"))):
         load_artifact(path)
 
 
@@ -50,3 +141,88 @@ def test_module_fingerprint_follows_the_weights():
         b[0].weight[0, 0] += 1e-6
     assert module_fingerprint(a) != module_fingerprint(b)
     assert module_fingerprint(a) != module_fingerprint(a.to(torch.float64))
+
+
+# -- kills and concurrent writers ---------------------------------------------------------------------------
+
+
+def _save_forever(path: str, start: int) -> None:
+    i = start
+    while True:
+        w = torch.full((20_000,), float(i))
+        save_artifact(Path(path), {"w": w}, {"step": i})
+        i += 1
+
+
+def _assert_loads_or_absent(path) -> dict | None:
+    if not path.exists():
+        return None
+    tensors, manifest = load_artifact(path)
+    assert torch.all(tensors["w"] == manifest["step"])  # the pair is consistent
+    return manifest
+
+
+def test_sigkill_at_random_times_never_leaves_an_unloadable_artifact(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    rng = random.Random(0)
+    ctx = mp.get_context("fork")
+    steps = []
+    for trial in range(24):
+        proc = ctx.Process(target=_save_forever, args=(str(path), 1000 * trial))
+        proc.start()
+        time.sleep(rng.uniform(0.01, 0.25))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        manifest = _assert_loads_or_absent(path)
+        if manifest is not None:
+            steps.append(manifest["step"])
+    assert steps and steps == sorted(steps)  # every kill left the newest complete save (or none yet)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith("tmp")]
+
+
+def test_two_writers_of_one_key_leave_a_consistent_pair(tmp_path):
+    path = tmp_path / "shared.safetensors"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_save_forever, args=(str(path), 10**6 * (i + 1))) for i in range(2)]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+    assert _assert_loads_or_absent(path) is not None
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith("tmp")]
+
+
+def _record_many(root: str, who: str, n: int) -> None:
+    os.environ["PAPERLIB_CACHE"] = root
+    from paperlib.selection import record_choice
+
+    for i in range(n):
+        record_choice("smoke", who, f"c{i}", i, "test")
+
+
+def test_record_choice_is_safe_with_two_writers_and_kills(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    from paperlib.selection import _choices_path, load_choice
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_record_many, args=(str(tmp_path), who, 60)) for who in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    assert [load_choice("smoke", who, "c59") for who in ("a", "b")] == [59, 59]
+    choices = json.loads(_choices_path("smoke").read_text())
+    assert len(choices["a"]) == len(choices["b"]) == 60
+    rng = random.Random(1)
+    for _ in range(10):  # killed mid-write: the file stays valid JSON
+        p = ctx.Process(target=_record_many, args=(str(tmp_path), "c", 10**6))
+        p.start()
+        time.sleep(rng.uniform(0.01, 0.1))
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+        json.loads(_choices_path("smoke").read_text())
+    assert load_choice("smoke", "a", "c0") == 0  # a reader clears what a killed writer left
+    assert not [p for p in _choices_path("smoke").parent.iterdir() if p.name.endswith("tmp")]

@@ -111,3 +111,53 @@ def test_class_score_jacobian_target(model):
     a = clarid_batch(model, images, labels, AB, cfg, torch.arange(2))
     b = clarid_batch(model, images, labels, AB, CFG, torch.arange(2))
     assert a["sigma"].shape == (2, 5) and not torch.allclose(a["sigma"], b["sigma"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"t_star": 605}, r"t_star must lie on the 100-step DDIM grid \(multiples of 10 in 10..1000\), got 605"),
+        ({"t_star": 5000}, r"t_star must be in 1..1000, got 5000"),
+        ({"t_star": 0}, r"t_star must be in 1..1000, got 0"),
+        ({"t_star": 600.0}, r"t_star must be an integer, got float 600.0"),
+        ({"t_star": 500, "num_steps": 3}, r"num_steps must divide T = 1000"),
+        ({"num_steps": 0}, r"num_steps must be >= 1, got 0"),
+        ({"layer": "foo"}, r"layer must be a layer name of the form conv_in \| down.\{i\} \| mid \| up.\{i\}.*'foo'"),
+        ({"method": "power"}, r"method must be one of"),
+        ({"tol": 0.0}, r"tol must be a finite number > 0, got 0.0"),
+        ({"max_iter": 0}, r"max_iter must be >= 1"),
+        ({"cfg_scales": (float("nan"),)}, r"cfg_scales must hold finite numbers"),
+        ({"fixed_ks": (1.5,)}, r"fixed_ks must lie in 1..K"),
+    ],
+)
+def test_config_rejects_bad_fields_at_construction(fields, match):
+    with pytest.raises(ValueError, match=match):
+        ClaridConfig(**fields)
+
+
+def test_clarid_batch_rejects_the_null_class_and_bad_inputs(model):
+    images, _ = _images(2)
+    with pytest.raises(ValueError, match=r"labels must be in 0..2 \(real classes; the null class 3 is not allowed "
+                                         r"here\), got \[3\]"):
+        clarid_batch(model, images, torch.tensor([0, 3]), AB, CFG, torch.arange(2))
+    with pytest.raises(ValueError, match=r"labels must be integer class labels .*\(e.g. 2.7"):
+        clarid_batch(model, images, torch.tensor([2.7, 1.0]), AB, CFG, torch.arange(2))
+    with pytest.raises(ValueError, match=r"images must hold at least one sample"):
+        clarid_batch(model, images[:0], torch.zeros(0, dtype=torch.long), AB, CFG, torch.arange(0))
+    with pytest.raises(ValueError, match=r"images must be a torch.uint8 tensor of shape \[B, 3, H, W\], got "
+                                         r"torch.float32"):
+        clarid_batch(model, images.float(), torch.tensor([0, 1]), AB, CFG, torch.arange(2))
+    with pytest.raises(ValueError, match=r"seeds must have an integer dtype"):
+        clarid_batch(model, images, torch.tensor([0, 1]), AB, CFG, torch.tensor([0.5, 1.5]))
+    # The layer's syntax is checked at construction, its index against the model here.
+    deep = ClaridConfig(**{**CFG.to_dict(), "layer": "down.7"})
+    with pytest.raises(ValueError, match=r"cfg.layer must be one of this model's layers .*got 'down.7'"):
+        clarid_batch(model, images, torch.tensor([0, 1]), AB, deep, torch.arange(2))
+    with pytest.raises(ValueError, match=r"labels must be in 0..2"):  # checked before the first chunk runs
+        clarid_dataset(model, "m", images, torch.tensor([0, 3]), torch.tensor([0]), AB, CFG, progress=False)
+    with pytest.raises(ValueError, match=r"label must be in 0..2 \(real classes; the null class 3"):
+        decode_k_sweep(model, images[0], 3, AB, CFG, [0])
+    with pytest.raises(ValueError, match=r"label must be an integer, got float 2.7"):
+        decode_k_sweep(model, images[0], 2.7, AB, CFG, [0])
+    with pytest.raises(ValueError, match=r"ks must lie in 0..K"):
+        decode_k_sweep(model, images[0], 0, AB, CFG, [])

@@ -12,7 +12,7 @@ from paperlib.clarid import (
     jacobian,
     project_out,
 )
-from paperlib.toy import toy_alpha_bar
+from paperlib.toy import NULL_CLASS, toy_alpha_bar
 
 
 def nonlinear_map(n: int = 24, m: int = 40, seed: int = 0):
@@ -211,3 +211,70 @@ def test_krylov_is_seeded_and_rejects_bad_settings():
         extraneous_directions(f, x, 3, "krylov", tol=0)
     with pytest.raises(ValueError, match="method must be one of"):
         extraneous_directions(f, x, 3, "lanczos")
+
+
+def test_elbow_rejects_non_finite_curves():
+    with pytest.raises(ValueError, match="evr must be finite, got 1 NaN/inf"):
+        elbow_index([0.5, float("nan"), 0.9, 1.0])
+    with pytest.raises(ValueError, match="sigma must be finite"):
+        explained_variance_ratio(torch.tensor([1.0, float("nan")]))
+
+
+def test_elbow_does_not_depend_on_the_dtype():
+    """float32 rounding (~6e-8) must neither create an elbow on a straight line nor move a real one."""
+    for lo, K in [(0.1, 10), (0.0, 20), (0.5, 7), (0.9, 50)]:
+        line = torch.linspace(lo, 1, K, dtype=torch.float64)
+        assert elbow_index(line.float()) == elbow_index(line) == 1, (lo, K)
+    k = torch.arange(1, 21, dtype=torch.float64)
+    kinks = (torch.where(k <= 4, 0.2 * k, 0.8 + 0.2 * (k - 4) / 16), (1 - torch.exp(-0.4 * k)) / (1 - math.exp(-8)))
+    for kink in kinks:
+        assert elbow_index(kink.float()) == elbow_index(kink) > 1
+    sigma = torch.tensor([5.0, 3.0, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5], dtype=torch.float64)
+    assert elbow_index(explained_variance_ratio(sigma.float())) == elbow_index(explained_variance_ratio(sigma)) == 2
+
+
+def test_clarid_rejects_bad_inputs_before_inverting(toy_model, toy_cfg):
+    from paperlib.models import CDMConfig, ClassConditionalUNet
+
+    torch.manual_seed(0)
+    unet = ClassConditionalUNet(CDMConfig(sample_size=8, num_classes=3, block_out_channels=(8, 8),
+                                          attention_levels=(1,), norm_num_groups=4, attention_head_dim=8)).eval()
+    ab = toy_alpha_bar(toy_cfg)
+    images255 = torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0)).float()
+    y = torch.tensor([0, 2])
+    with pytest.raises(ValueError, match=r"x0 must lie in \[-1, 1\] \(the model's data range.*got values in \[0, 2"):
+        clarid(unet, unet.features, images255, y, ab, 500, K=2, num_steps=10, progress=False)
+    x0 = images255 / 127.5 - 1
+    with pytest.raises(ValueError, match=r"y must be in 0..2 \(real classes; the null class 3 is not allowed here\)"):
+        clarid(unet, unet.features, x0, torch.tensor([0, 3]), ab, 500, K=2, num_steps=10, progress=False)
+    with pytest.raises(ValueError, match=r"y must be integer class labels .*\(e.g. 2.7"):
+        clarid(unet, unet.features, x0, torch.tensor([2.7, 1.0]), ab, 500, K=2, num_steps=10, progress=False)
+    with pytest.raises(ValueError, match=r"x0 must hold at least one sample"):
+        clarid(unet, unet.features, x0[:0], y[:0], ab, 500, K=2, num_steps=10, progress=False)
+    x = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        clarid(toy_model, toy_model.features, x.fill_(float("nan")), torch.ones(3, dtype=torch.long), ab, 600, K=2)
+    x = torch.zeros(3, 2)
+    yt = torch.ones(3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"y must be in 0..1 \(real classes; the null class 2"):
+        clarid(toy_model, toy_model.features, x, torch.full((3,), 2), ab, 600, K=2, null_class=2)
+    with pytest.raises(ValueError, match=r"K must be in 1..n = 1..2"):
+        clarid(toy_model, toy_model.features, x, yt, ab, 600, K=3)
+    with pytest.raises(ValueError, match="method must be one of"):
+        clarid(toy_model, toy_model.features, x, yt, ab, 600, K=2, method="power")
+    with pytest.raises(ValueError, match="needs a null_class"):
+        clarid(toy_model, toy_model.features, x, yt, ab, 600, K=2, guidance_scale=3.0)
+    with pytest.raises(ValueError, match="x must be finite"):
+        project_out(torch.tensor([float("nan"), 0.0]), torch.eye(2)[:, :1])
+    with pytest.raises(ValueError, match="x must be finite"):
+        extraneous_directions(lambda z: z, torch.tensor([float("inf"), 0.0]), 1)
+
+
+@pytest.mark.parametrize("method", ["exact", "subspace", "krylov"])
+def test_clarid_leaves_the_global_rng_alone(toy_model, toy_cfg, method):
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(1)) * 0.3
+    y = torch.ones(4, dtype=torch.long)
+    torch.manual_seed(7)
+    clarid(toy_model, toy_model.features, x, y, toy_alpha_bar(toy_cfg), 600, K=2, method=method, generator=3,
+           guidance_scale=3.0, null_class=NULL_CLASS, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), torch.manual_seed(7).get_state())

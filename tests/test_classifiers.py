@@ -1,24 +1,44 @@
+import json
+import os
+import signal
+
 import pytest
 import torch
 from torch import nn
 
 from paperlib import classifiers
+from paperlib.cache import ProvenanceError, config_key, load_artifact
 from paperlib.classifiers import (
+    BOOK_CLASSIFIER_RECIPE,
     CLASSIFIER_ARCHS,
+    CLASSIFIER_RECIPES,
     IMAGE_SIZES,
     RECOMMENDED_EPOCHS,
     ClassifierConfig,
+    TrainingIncomplete,
     accuracy,
+    add_test_accuracy,
     ensemble_accuracy,
     load_or_train_classifier,
     make_classifier,
     predict,
     random_crop_flip,
+    recipe_config,
     train_classifier,
 )
 from paperlib.data import DATASETS, fingerprint
+from paperlib.paths import ARTIFACTS_DIR
 
 TINY = {"epochs": 1, "batch_size": 16}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: the resume tests compare weights, and the machine is shared with long training jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def colour_problem(n: int, size: int, seed: int, num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,3 +214,201 @@ def test_cli_trains_the_book_classifiers_then_loads_them(monkeypatch, capsys):
     assert [ln for ln in capsys.readouterr().out.splitlines() if "test accuracy" in ln] == lines
     with pytest.raises(SystemExit):
         classifiers.main(["--dataset", "mnist"])
+    with pytest.raises(ValueError, match="recipe 'v3' is defined for"):
+        classifiers.main(["--dataset", "shapes", "--profile", "smoke", "--recipe", "v3"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# v3 designs, keys, resumable training, test accuracy
+# ----------------------------------------------------------------------------------------------------------
+
+FIRST_STAGE = {  # where each family's first stage is, per design
+    "resnet": lambda net: net.layer1,
+    "convnext": lambda net: net.stages[0],
+    "vit": lambda net: net.patch_embed.backbone[0],  # first conv of the stem
+}
+
+
+def _first_stage_side(model: classifiers.Classifier) -> int:
+    seen = []
+    handle = FIRST_STAGE[model.arch](model.net).register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    try:
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    finally:
+        handle.remove()
+    return seen[0][-1]
+
+
+@pytest.mark.parametrize("arch", CLASSIFIER_ARCHS)
+def test_v3_nets_work_at_32x32_in_their_first_stage(arch):
+    model = make_classifier(arch, 10, 32, net="v3")
+    assert _first_stage_side(model) == 32
+    assert _first_stage_side(make_classifier(arch, 10, 32)) == 16  # v2: 16x16 after a stride-2 stem
+    logits = predict(model, random_images(3, 32))
+    assert logits.shape == (3, 10) and torch.isfinite(logits).all()
+    if arch == "vit":
+        assert model.net.patch_embed.num_patches == 64  # 8x8 tokens
+    with pytest.raises(ValueError, match="net 'v3' is built for image_size 32"):
+        make_classifier(arch, 10, 16, net="v3")
+    with pytest.raises(ValueError, match="net must be one of"):
+        make_classifier(arch, 10, 32, net="v4")
+
+
+def test_v2_configs_keep_the_keys_of_the_committed_artifacts():
+    # The book's CIFAR-10 ResNet (chapter 2, v2 recipe, 20 epochs, seed 0) and its committed artifact.
+    key = "aeab50abe0851b6d"
+    path = ARTIFACTS_DIR / "classifier" / f"{key}.safetensors"
+    assert path.is_file()
+    committed = json.loads(path.with_suffix(".json").read_text())["config"]
+    cfg = recipe_config("v2", "cifar10", "resnet", RECOMMENDED_EPOCHS["cifar10"]["resnet"], 0)
+    assert cfg == ClassifierConfig(arch="resnet", epochs=20, seed=0)
+    config = {**cfg.to_dict(), "num_classes": 10, "image_size": 32, "n_images": 50_000, "data": committed["data"]}
+    assert json.loads(json.dumps(config)) == committed and config_key(config, classifiers.CACHE_VERSION) == key
+    assert not {"net", "optimizer", "batch_rng"} & set(cfg.to_dict())
+    v3 = recipe_config("v3", "cifar10", "resnet")
+    assert {"net": "v3", "optimizer": "sgd", "batch_rng": "per_step"}.items() <= v3.to_dict().items()
+    assert BOOK_CLASSIFIER_RECIPE == {"shapes": "v2", "cifar10": "v2"}  # the chapters still use v2
+    assert set(CLASSIFIER_RECIPES["v3"]["cifar10"]) == set(CLASSIFIER_ARCHS)
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        recipe_config("v9", "cifar10", "vit")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        ClassifierConfig(optimizer="lbfgs")
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6) for k in sa)
+
+
+RESUME_CASES = {  # 4 steps per epoch, 3 epochs
+    "v2 stream": (ClassifierConfig(arch="convnext", epochs=3, batch_size=8), 16),
+    "v3 per step": (ClassifierConfig(arch="resnet", epochs=3, batch_size=8, net="v3", optimizer="sgd", lr=0.05,
+                                     weight_decay=5e-4, batch_rng="per_step"), 32),
+}
+
+
+@pytest.mark.parametrize("case", RESUME_CASES)
+def test_resumed_training_equals_an_uninterrupted_run(case, tmp_path):
+    cfg, size = RESUME_CASES[case]
+    x, y = colour_problem(32, size, 0)
+    ref, ref_history = train_classifier(cfg, x, y, 10, progress=False)
+    ckpt = tmp_path / "run.resume.safetensors"
+    pieces = 0
+    while True:  # max_seconds=0: one step per call, so it stops inside epochs and at their boundaries
+        pieces += 1
+        try:
+            model, history = train_classifier(cfg, x, y, 10, progress=False, checkpoint=ckpt, max_seconds=0)
+            break
+        except TrainingIncomplete:
+            assert ckpt.is_file()
+    assert pieces == 12
+    assert _same_weights(model, ref)
+    assert history["train_loss"] == pytest.approx(ref_history["train_loss"], abs=1e-6)
+    assert history["train_acc"] == ref_history["train_acc"] and history["lr"] == ref_history["lr"]
+    assert torch.equal(predict(model, x).argmax(1), predict(ref, x).argmax(1))
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_sigterm_writes_a_checkpoint_at_the_end_of_the_step_and_resume_is_exact(monkeypatch, tmp_path):
+    cfg = ClassifierConfig(arch="vit", epochs=2, batch_size=8)
+    x, y = colour_problem(32, 16, 0)
+    ref, _ = train_classifier(cfg, x, y, 10, progress=False)
+    calls = []
+    crop = classifiers.random_crop_flip
+
+    def crop_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # the last step of epoch 1: the epoch finishes, then the run stops
+            os.kill(os.getpid(), signal.SIGTERM)
+        return crop(*args, **kwargs)
+
+    monkeypatch.setattr(classifiers, "random_crop_flip", crop_then_sigterm)
+    ckpt = tmp_path / "run.resume.safetensors"
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(cfg, x, y, 10, progress=False, checkpoint=ckpt)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # restored
+    _, meta = load_artifact(ckpt)
+    assert (meta["epoch"], meta["step"], len(meta["history"]["train_loss"])) == (1, 0, 1)
+    monkeypatch.setattr(classifiers, "random_crop_flip", crop)
+    model, history = train_classifier(cfg, x, y, 10, progress=False, checkpoint=ckpt)
+    assert len(history["train_loss"]) == 2 and _same_weights(model, ref)
+
+
+def test_resume_refuses_another_config_or_other_data(tmp_path):
+    cfg = ClassifierConfig(arch="resnet", epochs=2, batch_size=8)
+    x, y = colour_problem(32, 16, 0)
+    ckpt = tmp_path / "run.resume.safetensors"
+    with pytest.raises(TrainingIncomplete, match="ran out at epoch 1/2, step 1/4"):
+        train_classifier(cfg, x, y, 10, progress=False, checkpoint=ckpt, max_seconds=0)
+    with pytest.raises(ProvenanceError, match=r"lr: checkpoint 0.002, now 0.003.*weight_decay: checkpoint 0.05"):
+        train_classifier(ClassifierConfig(arch="resnet", epochs=2, batch_size=8, lr=3e-3, weight_decay=0.0), x, y,
+                         10, progress=False, checkpoint=ckpt)
+    with pytest.raises(ProvenanceError, match="data fingerprint: checkpoint"):
+        train_classifier(cfg, x, y.roll(1), 10, progress=False, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="max_seconds needs a checkpoint"):
+        train_classifier(cfg, x, y, 10, progress=False, max_seconds=10)
+
+
+def test_load_or_train_pauses_resumes_and_records_test_accuracy(monkeypatch):
+    x, y = colour_problem(64, 16, 0)
+    x_test, y_test = colour_problem(50, 16, 1)
+    cfg = ClassifierConfig(arch="resnet", epochs=2, batch_size=16, lr=3e-3)
+    fp = fingerprint(x, y)
+    with pytest.raises(TrainingIncomplete, match="training incomplete, call again"):
+        load_or_train_classifier(cfg, x, y, 10, fp, progress=False, test=(x_test, y_test), max_seconds=0)
+    config = {**cfg.to_dict(), "num_classes": 10, "image_size": 16, "n_images": 64, "data": fp}
+    final = classifiers.artifact_path("classifier", config, classifiers.CACHE_VERSION)
+    resume = final.with_name(f"{final.name.split('.')[0]}.resume.safetensors")
+    assert resume.is_file() and not final.exists()
+    model, manifest = load_or_train_classifier(cfg, x, y, 10, fp, progress=False, test=lambda: (x_test, y_test))
+    assert final.is_file() and not resume.exists() and not resume.with_suffix(".json").exists()
+    assert manifest["test_accuracy"] == accuracy(predict(model, x_test), y_test) and manifest["test_n"] == 50
+    assert manifest["key"] == final.name.split(".")[0]
+    assert len(manifest["history"]["train_loss"]) == 2 and manifest["wall_time_s"] > 0
+    assert manifest["history"]["monitor_acc"][-1] == manifest["test_accuracy"]  # all 50 < 2000 monitored
+    ref, _ = train_classifier(cfg, x, y, 10, progress=False)
+    assert _same_weights(model, ref)  # the paused and resumed run is the uninterrupted one
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained again instead of loading")
+
+    monkeypatch.setattr(classifiers, "train_classifier", boom)
+    _, again = load_or_train_classifier(cfg, x, y, 10, fp, progress=False, test=boom)
+    assert again["test_accuracy"] == manifest["test_accuracy"]
+
+
+def test_add_test_accuracy_keeps_the_tensors_and_the_key():
+    x, y = colour_problem(32, 16, 0)
+    cfg = ClassifierConfig(arch="resnet", **TINY)
+    model, manifest = load_or_train_classifier(cfg, x, y, 10, fingerprint(x, y), progress=False)
+    assert "test_accuracy" not in manifest
+    path = classifiers.artifact_path("classifier", manifest["config"], classifiers.CACHE_VERSION)
+    before, _ = load_artifact(path)
+    x_test, y_test = colour_problem(40, 16, 1)
+    acc = add_test_accuracy(path, x_test, y_test)
+    after, new_manifest = load_artifact(path)
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert new_manifest["test_accuracy"] == acc == accuracy(predict(model, x_test), y_test)
+    assert new_manifest["key"] == manifest["key"] and new_manifest["config"] == manifest["config"]
+    _, loaded = load_or_train_classifier(cfg, x, y, 10, fingerprint(x, y), progress=False)
+    assert loaded["test_accuracy"] == acc
+
+
+def test_cli_pauses_with_a_budget_and_does_not_record_a_recipe_the_book_does_not_use(monkeypatch, capsys):
+    from paperlib.paths import cache_dir
+    from paperlib.selection import _choices_path
+
+    def fake_cifar(data, split):  # the smoke CIFAR-10 shapes, without decoding the archive
+        assert data.name == "cifar10"
+        return colour_problem(data.n_train if split == "train" else data.n_test, 32, int(split == "test"))
+
+    monkeypatch.setattr(classifiers, "load_dataset", fake_cifar)
+    classifiers.main(["--dataset", "cifar10", "--profile", "smoke", "--recipe", "v3", "--epochs", "1",
+                      "--threads", "1", "--max-minutes", "0"])
+    out = capsys.readouterr().out
+    assert "classifier recipe v3 (the book uses v2)" in out
+    assert "paused: training incomplete, call again" in out and "resnet classifier" in out
+    choices = _choices_path("smoke")
+    assert not choices.exists() or "cifar10" not in json.loads(choices.read_text())
+    assert list((cache_dir() / "classifier").glob("*.resume.safetensors"))

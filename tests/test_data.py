@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import re
 import tarfile
 from pathlib import Path
 
@@ -356,17 +357,19 @@ def _check_fake(x: torch.Tensor, y: torch.Tensor, count: int) -> None:
     assert (x.float().mean((2, 3)) - expected).abs().max() < 4  # JPEG is lossy
 
 
-def test_cifar_shared_archive_and_cache(cifar_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cifar_shared_archive_and_cache(cifar_env: Path, caplog: pytest.LogCaptureFixture) -> None:
     archive = cifar_env / "shared" / "data" / D.CIFAR10_ARCHIVE
     _fake_archive(archive, {"train": 2, "test": 1})
     _write_sums(archive)
+    caplog.set_level("INFO", logger="paperlib.data")
     x, y = D.load_cifar10("train")
     _check_fake(x, y, 2)
-    assert "found cached" not in capsys.readouterr().out
+    assert "found cached" not in caplog.text
     caches = list((cifar_env / "cache" / "cifar10").glob("*.npz"))
     assert len(caches) == 1
+    caplog.clear()
     x2, y2 = D.load_cifar10("train")
-    assert "found cached" in capsys.readouterr().out
+    assert "found cached" in caplog.text
     assert torch.equal(x, x2) and torch.equal(y, y2)
     xt, yt = D.load_cifar10("test")
     _check_fake(xt, yt, 1)
@@ -444,3 +447,35 @@ def test_cifar_real_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert (torch.bincount(y, minlength=10) == n // 10).all()
         assert torch.equal(y, y.sort().values)
         assert 80 < x.float().mean() < 160
+
+
+def test_from_model_range_rejects_non_finite() -> None:
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x must be finite, got 1 NaN/inf"):  # NaN used to become level 0
+        D.from_model_range(x)
+
+
+def test_cifar_truncated_archive_names_the_path(cifar_env: Path) -> None:
+    """A truncated archive without SHA256SUMS beside it (nothing to verify against) fails with its path."""
+    archive = cifar_env / "elsewhere" / D.CIFAR10_ARCHIVE
+    _fake_archive(archive, {"train": 2, "test": 1})
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(RuntimeError, match=re.escape(f"cannot read {archive}: the archive is truncated or corrupt")
+                       + r" \(EOFError.*Download it again.*PAPERLIB_DATA"):
+        D.load_cifar10("train", source=str(archive))
+    archive.write_bytes(b"not a gzip file at all")
+    with pytest.raises(RuntimeError, match="truncated or corrupt"):
+        D.load_cifar10("train", source=str(archive))
+
+
+def test_a_partial_cifar10_is_refused(monkeypatch):
+    import paperlib.data as data
+
+    images = torch.zeros(200, 3, 32, 32, dtype=torch.uint8)
+    monkeypatch.setattr(data, "load_cifar10", lambda split: (images, torch.arange(200) % 10))
+    cfg = data.DatasetConfig("cifar10", size=32, n_train=50_000, n_test=10_000)
+    with pytest.raises(ValueError, match=r"has 200 images, but the config asks for n_train=50000"):
+        data.load_dataset(cfg, "train")
+    small = data.DatasetConfig("cifar10", size=32, n_train=100, n_test=10)
+    assert data.load_dataset(small, "train")[0].shape == (100, 3, 32, 32)

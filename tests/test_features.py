@@ -33,7 +33,8 @@ def test_features_at_t0_are_the_clean_images(setup):
     model, images, labels = setup
     f = layer_time_features(model, images, labels, AB, [0], ["mid", "down.0"], num_steps=10, progress=False)
     x0 = to_model_range(images)
-    torch.testing.assert_close(f[("mid", 0)], model.pooled_features(x0, torch.zeros(5), labels, "mid"))
+    t0 = torch.zeros(5, dtype=torch.long)
+    torch.testing.assert_close(f[("mid", 0)], model.pooled_features(x0, t0, labels, "mid"))
     assert f[("down.0", 0)].shape == (5, 8)
 
 
@@ -157,3 +158,22 @@ def test_condition_verdict():
     assert v.startswith("Under a shuffled condition the toy features cluster by the condition") and "(0.02)" in v
     v = condition_verdict({"condition": {"mean": 0.1}, "class": {"mean": 0.7}}, "toy")
     assert "by the image's class (NMI 0.70)" in v and "NMI can compare methods" in v
+
+
+def test_layer_time_features_rejects_bad_inputs(setup):
+    model, images, labels = setup
+    with pytest.raises(ValueError, match=r"images must hold at least one sample .*got shape \(0, 3, 8, 8\)"):
+        layer_time_features(model, images[:0], labels[:0], AB, [0], ["mid"], num_steps=10, progress=False)
+    with pytest.raises(ValueError, match=r"images must be a torch.uint8 tensor .*got torch.float32"):
+        layer_time_features(model, images.float(), labels, AB, [0], ["mid"], num_steps=10, progress=False)
+    with pytest.raises(ValueError, match=r"labels must be integer class labels .*\(e.g. 0.0"):
+        layer_time_features(model, images, labels.float(), AB, [0], ["mid"], num_steps=10, progress=False)
+    # The null class is a valid condition here (features that see only the image), and says so.
+    with pytest.raises(ValueError, match=r"labels must be in 0..3 \(0..2 real classes, 3 = the null class\), got \[4"):
+        layer_time_features(model, images, torch.tensor([0, 1, 2, 3, 4]), AB, [0], ["mid"], num_steps=10,
+                            progress=False)
+    with pytest.raises(ValueError, match=r"times\[\] must be an integer, got float 300.5"):
+        layer_time_features(model, images, labels, AB, [300.5], ["mid"], num_steps=10, progress=False)
+    null = torch.full((5,), model.null_class)
+    assert layer_time_features(model, images, null, AB, [0], ["mid"], num_steps=10, progress=False)[("mid", 0)].shape \
+        == (5, 8)

@@ -165,3 +165,15 @@ def test_linear_probe_accuracy():
         linear_probe_accuracy(x[:n], np.zeros(n), x[n:], y[n:])
     with pytest.raises(ValueError, match=r"C must be in \(0, inf\)"):
         linear_probe_accuracy(x[:n], y[:n], x[n:], y[n:], C=0.0)
+
+
+def test_distances_reject_non_finite_and_empty_sets():
+    a = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    bad = a.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="a and b must be finite"):
+        sliced_wasserstein(a, bad)
+    with pytest.raises(ValueError, match=r"at least one point .*got \(0, 3\), \(10, 3\)"):
+        sliced_wasserstein(a[:0], a)
+    with pytest.raises(ValueError, match="a and b must be finite"):
+        psnr(bad, a)

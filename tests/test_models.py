@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from paperlib.clarid import extraneous_directions
-from paperlib.models import CDMConfig, ClassConditionalUNet, num_parameters
+from paperlib.models import NUM_TIMESTEPS, CDMConfig, ClassConditionalUNet, check_layer_syntax, num_parameters
 
 TINY = CDMConfig(sample_size=16, num_classes=4, block_out_channels=(8, 16, 16), attention_levels=(2,),
                  norm_num_groups=4, attention_head_dim=8)
@@ -65,7 +65,7 @@ def test_bad_inputs(unet):
     x = torch.randn(1, 3, 16, 16)
     with pytest.raises(ValueError, match="layer must be one of"):
         unet.features(x, 0, 0, "mid_block")
-    with pytest.raises(ValueError, match="labels must be in 0..4"):
+    with pytest.raises(ValueError, match="y must be in 0..4"):
         unet(x, torch.tensor([0]), torch.tensor([5]))
     with pytest.raises(ValueError, match=r"x_t must be \[B, 3, 16, 16\]"):
         unet(torch.randn(1, 3, 8, 8), 0, 0)
@@ -94,3 +94,43 @@ def test_jacobian_through_unet_attention(unet):
     torch.testing.assert_close(s_it, s_ex, rtol=1e-3, atol=1e-5)
     overlap = torch.linalg.svdvals(V_ex.T @ V_it)
     assert overlap.min() > 0.999
+
+
+def test_forward_rejects_bad_times_dtypes_and_batches(unet):
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"t must be in 0..T = 0..1000, got values in 5000..5000"):
+        unet(x, 5000, 0)
+    with pytest.raises(ValueError, match=r"t must be in 0..T = 0..1000, got values in -1..3"):
+        unet.features(x, torch.tensor([-1, 3]), 0)
+    with pytest.raises(ValueError, match="t must have an integer dtype .*got torch.float32"):
+        unet(x, torch.tensor([600.5, 600.0]), 0)
+    with pytest.raises(ValueError, match=r"x_t must have a floating dtype .*got torch.uint8"):
+        unet(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), 0, 0)
+    with pytest.raises(ValueError, match=r"x_t must hold at least one sample .*got shape \(0, 3, 16, 16\)"):
+        unet(torch.zeros(0, 3, 16, 16), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    nan = x.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x_t must be finite, got 1 NaN/inf"):
+        unet.pooled_features(nan, 0, 0)
+    with pytest.raises(ValueError, match=r"y must have an integer dtype .*got torch.float32"):
+        unet(x, 10, torch.tensor([2.7, 1.0]))  # not silently truncated to 2
+    with pytest.raises(ValueError, match=r"y must have shape \[B\] = \[2\]"):
+        unet(x, 10, torch.tensor([0, 1, 2]))
+
+
+def test_time_range_is_not_part_of_the_weights_or_config():
+    torch.manual_seed(0)
+    short = ClassConditionalUNet(TINY, num_timesteps=500)
+    assert short.num_timesteps == 500 and NUM_TIMESTEPS == 1000
+    with pytest.raises(ValueError, match=r"0..T = 0..500"):
+        short(torch.randn(1, 3, 16, 16), 600, 0)
+    assert ClassConditionalUNet(TINY).state_dict().keys() == short.state_dict().keys()
+    assert "num_timesteps" not in TINY.to_dict()
+
+
+def test_layer_syntax():
+    for name in ("conv_in", "mid", "down.0", "up.12"):
+        assert check_layer_syntax("layer", name) == name
+    for bad in ("foo", "down", "down.", "down.01", "up.-1", "mid_block", 3):
+        with pytest.raises(ValueError, match=r"layer must be a layer name of the form conv_in \| down.\{i\}"):
+            check_layer_syntax("layer", bad)

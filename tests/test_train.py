@@ -1,14 +1,21 @@
 """Resumable CDM training: determinism, kill-and-resume equivalence, atomic checkpoints, bad input."""
 
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
-from paperlib.cache import load_artifact
+from paperlib.cache import ArtifactError, ProvenanceError, load_artifact
 from paperlib.data import DatasetConfig
-from paperlib.models import CDMConfig
-from paperlib.train import CDMRecipe, TrainConfig, cdm_recipe, load_or_train_cdm, train_cdm
+from paperlib.models import CDMConfig, ClassConditionalUNet
+from paperlib.train import CDMRecipe, TrainConfig, cdm_recipe, load_cdm, load_or_train_cdm, train_cdm
 
 TINY = CDMConfig(sample_size=8, num_classes=3, block_out_channels=(8, 8), attention_levels=(1,),
                  norm_num_groups=4, attention_head_dim=8)
@@ -78,3 +85,117 @@ def test_load_or_train_saves_and_reloads(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("cdm/*.resume.*"))  # the resume checkpoint is dropped when done
     again, _ = load_or_train_cdm(recipe, progress=False)
     assert _same(model, again)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings_but_extends_steps(tmp_path):
+    images, labels = _data()
+    ckpt = tmp_path / "run.resume.safetensors"
+    train_cdm(TINY, CFG, images, labels, ckpt, max_seconds=0.0, progress=False)
+    with pytest.raises(ValueError, match=r"train\.lr: checkpoint 0\.001, now 0\.002.*train\.seed"):
+        train_cdm(TINY, replace(CFG, lr=2e-3, seed=3), images, labels, ckpt, progress=False)
+    with pytest.raises(ValueError, match="data fingerprint"):
+        train_cdm(TINY, CFG, images[:-1], labels[:-1], ckpt, progress=False)
+    with pytest.raises(ValueError, match=r"cdm\.block_out_channels"):
+        train_cdm(replace(TINY, block_out_channels=(8, 16)), CFG, images, labels, ckpt, progress=False)
+    longer = train_cdm(TINY, replace(CFG, steps=14), images, labels, ckpt, progress=False)
+    assert longer.finished and longer.step == 14
+
+
+def _train_forever(path: str) -> None:
+    torch.set_num_threads(1)
+    images, labels = _data()
+    train_cdm(TINY, replace(CFG, steps=10**6), images, labels, Path(path), checkpoint_every_s=0.0, progress=False)
+
+
+def test_sigkilled_training_resumes_from_its_last_good_checkpoint(tmp_path):
+    ckpt = tmp_path / "run.resume.safetensors"
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no OpenMP state inherited through fork
+    rng = random.Random(0)
+    steps = []
+    for _ in range(3):
+        before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+        proc = ctx.Process(target=_train_forever, args=(str(ckpt),))
+        proc.start()
+        deadline = time.time() + 120
+        while time.time() < deadline and (not ckpt.exists() or ckpt.stat().st_mtime_ns == before):
+            time.sleep(0.02)  # until this child has written a checkpoint
+        time.sleep(rng.uniform(0.05, 0.6))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        tensors, meta = load_artifact(ckpt)
+        assert tensors["losses"].shape == (meta["step"],)
+        steps.append(meta["step"])
+    assert steps == sorted(steps) and steps[-1] > steps[0]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith("tmp")]
+    images, labels = _data()
+    n = steps[-1] + 3
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the child: the same summation order
+    try:
+        resumed = train_cdm(TINY, replace(CFG, steps=n), images, labels, ckpt, progress=False)
+        straight = train_cdm(TINY, replace(CFG, steps=n), images, labels, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed.step == n
+    torch.testing.assert_close(torch.as_tensor(resumed.losses), torch.as_tensor(straight.losses))
+    for x, y in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def _tiny_recipe(steps=3):
+    return CDMRecipe(DatasetConfig("shapes", size=8, n_train=30, n_test=10),
+                     replace(TINY, num_classes=10), replace(CFG, steps=steps))
+
+
+def test_load_cdm_checks_recipe_data_and_manifest(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    recipe = _tiny_recipe()
+    _, manifest = load_or_train_cdm(recipe, progress=False)
+    final = tmp_path / "cdm" / f"{recipe.key}.safetensors"
+    with pytest.raises(ProvenanceError, match=rf"data: artifact '{manifest['data']}', here 'a48f7abe3267e2f5'"):
+        load_cdm(final, recipe, data_fingerprint="a48f7abe3267e2f5")
+    with pytest.raises(ProvenanceError, match="steps"):
+        load_cdm(final, recipe.with_steps(5))
+    edited = json.loads(final.with_suffix(".json").read_text())
+    edited["steps"] = 5
+    final.with_suffix(".json").write_text(json.dumps(edited))
+    with pytest.raises(ArtifactError, match="steps: JSON 5, file 3"):
+        load_or_train_cdm(recipe, progress=False)
+
+
+def test_milestones_are_the_models_of_shorter_recipes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    recipe = _tiny_recipe(steps=6)
+    assert recipe.run_key == recipe.with_steps(3).run_key and recipe.key != recipe.with_steps(3).key
+    long, _ = load_or_train_cdm(recipe, progress=False, milestone_every=3, keep_resume=True)
+    assert (tmp_path / "cdm" / f"{recipe.run_key}.resume.safetensors").exists()
+    short_saved, m = load_or_train_cdm(recipe.with_steps(3), progress=False)  # the milestone, not retrained
+    assert m["steps"] == 3 and m["key"] == recipe.with_steps(3).key
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path / "fresh"))
+    short_trained, _ = load_or_train_cdm(recipe.with_steps(3), progress=False)
+    for x, y in zip(short_saved.state_dict().values(), short_trained.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_training_and_loading_leave_the_global_rng_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    images, labels = _data()
+    calls = {
+        "train_cdm": lambda: train_cdm(TINY, CFG, images, labels, progress=False),
+        "ClassConditionalUNet": lambda: ClassConditionalUNet(TINY),
+        "load_or_train_cdm (train)": lambda: load_or_train_cdm(_tiny_recipe(), progress=False),
+        "load_or_train_cdm (load)": lambda: load_or_train_cdm(_tiny_recipe(), progress=False),
+    }
+    for name, call in calls.items():
+        torch.manual_seed(123)
+        call()
+        assert torch.equal(torch.random.get_rng_state(), torch.manual_seed(123).get_state()), name
+
+
+def test_book_cdm_refuses_data_other_than_its_training_data(monkeypatch):
+    import paperlib.train as train
+
+    images, labels = train.load_dataset(train.cdm_recipe("shapes", "full").data, "train")
+    monkeypatch.setattr(train, "load_dataset", lambda cfg, split: (images[:200], labels[:200]))
+    with pytest.raises(ProvenanceError, match=r"fingerprint 8d3b6050a31bfbab.*fingerprint [0-9a-f]{16} \(200"):
+        train.load_book_cdm("shapes", "full", progress=False)
