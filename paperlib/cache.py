@@ -330,9 +330,7 @@ def _sync_json(path: Path, json_path: Path, header: dict) -> dict:
         return sidecar
     # Missing, truncated or from the previous save (a kill between the two renames): rewrite from the header.
     with contextlib.suppress(OSError), dir_lock(path.parent, blocking=False) as locked:
-        if locked:
-            remove_stale_tmp(path)
-            remove_stale_tmp(json_path)
+        if locked:  # load_artifact has already cleared stale temporary files
             sidecar = {**header, "sha256": actual}
             write_durable(json_path, lambda p: p.write_text(_json_text(sidecar)))
             log.info("rewrote the manifest copy %s from its artifact", json_path.name)
