@@ -27,6 +27,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -36,6 +37,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+from tqdm import tqdm
 
 from paperlib import __version__
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
@@ -405,6 +407,69 @@ def load_or_compute(
     manifest = save_artifact(path, tensors, manifest)
     if verbose:
         log.info("computed %s in %s s, saved to %s/%s", stage, manifest["wall_time_s"], stage, path.name)
+    return tensors, manifest
+
+
+def load_or_compute_chunked(
+    stage: str,
+    config: dict,
+    indices: Tensor,
+    compute_chunk: Callable[[Tensor], dict[str, Tensor]],
+    chunk_size: int,
+    version: int = 1,
+    publish: bool = False,
+    progress: bool = True,
+    provenance: Mapping[str, Any] | None = None,
+    hint: str = "",
+    finalize: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+    desc: str | None = None,
+) -> tuple[dict[str, Tensor], dict]:
+    """:func:`load_or_compute` of a per-row computation, in chunks that are saved as they finish.
+
+    A killed run resumes at its first missing chunk. Chunks live in ``<stage>/<key>.chunks/`` beside the
+    artifact (in ``artifacts/`` when ``publish``, so an unfinished published run can be committed and resumed)
+    and are deleted once the merged artifact is saved.
+
+    Args:
+        stage, config, version, publish, provenance, hint: As in :func:`load_or_compute`.
+        indices: ``[M]`` rows to compute (stored in the artifact as ``indices``).
+        compute_chunk: ``f(indices[start:start + chunk_size]) -> {name: [m, ...]}``, all first dimensions ``m``.
+        chunk_size: Rows per chunk, ``>= 1``.
+        progress: tqdm bar over chunks (and the cache's INFO log lines).
+        finalize: Applied to the merged tensors before saving (e.g. to add the labels).
+        desc: The bar's label.
+
+    Returns:
+        ``(tensors, manifest)``: the chunks' tensors concatenated, a per-row ``seconds`` (wall time of its
+        chunk / its size) and ``indices``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    key = config_key(config, version)
+    chunk_dir = (ARTIFACTS_DIR if publish else cache_dir()) / stage / f"{key}.chunks"
+
+    def compute() -> dict[str, Tensor]:
+        parts = []
+        starts = range(0, len(indices), chunk_size)
+        for start in tqdm(starts, desc=desc or f"{stage} ({len(indices)} rows)", disable=not progress):
+            path = chunk_dir / f"{start:06d}.safetensors"
+            if artifact_exists(path):
+                parts.append(load_artifact(path)[0])
+                continue
+            idx = indices[start : start + chunk_size]
+            tic = time.perf_counter()
+            part = compute_chunk(idx)
+            part["seconds"] = torch.full((len(idx),), (time.perf_counter() - tic) / len(idx))
+            save_artifact(path, part, {"stage": stage, "chunk": start, "key": key})
+            parts.append(part)
+        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        merged["indices"] = indices
+        return finalize(merged) if finalize is not None else merged
+
+    tensors, manifest = load_or_compute(stage, config, compute, version, publish, verbose=progress,
+                                        provenance=provenance, hint=hint)
+    if chunk_dir.exists():  # merged: the chunks are no longer needed
+        shutil.rmtree(chunk_dir)
     return tensors, manifest
 
 

@@ -244,6 +244,34 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 2.0) -> Tensor:
     return (10 * torch.log10(data_range**2 / mse)).to(dtype)
 
 
+def ssim(a: Tensor, b: Tensor, data_range: float = 255.0) -> Tensor:
+    """Per-image structural similarity (Wang et al. 2004), scikit-image's ``structural_similarity``.
+
+    Gaussian-free 7x7 windows (scikit-image's default, ``win_size`` shrunk to the image side when smaller),
+    channels averaged.
+
+    Args:
+        a: ``[B, C, H, W]`` images (e.g. uint8).
+        b: ``[B, C, H, W]``, same shape.
+        data_range: Peak-to-peak range (255 for 8-bit images, 2 for ``[-1, 1]``).
+
+    Returns:
+        ``[B]`` float32 SSIM in ``[-1, 1]`` (1: identical).
+
+    Raises:
+        ValueError: If the shapes differ or are not ``[B, C, H, W]`` with ``H, W >= 3``.
+    """
+    from skimage.metrics import structural_similarity
+
+    if a.shape != b.shape or a.ndim != 4 or min(a.shape[2:]) < 3:
+        raise ValueError(f"a and b must be [B, C, H, W] with the same shape and H, W >= 3, got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)}")
+    win = min(7, min(a.shape[2:]) - (1 - min(a.shape[2:]) % 2))
+    x, y = a.double().numpy(), b.double().numpy()
+    return torch.tensor([structural_similarity(p, q, data_range=data_range, channel_axis=0, win_size=win)
+                         for p, q in zip(x, y)], dtype=torch.float32)
+
+
 def linear_probe_accuracy(
     train_x: Tensor | np.ndarray,
     train_y: Tensor | np.ndarray | Sequence[int],

@@ -160,7 +160,9 @@ def book_two_stage_accuracy(
     Returns:
         ``(table, samples)`` as :func:`two_stage_accuracy`, with ``samples[t_c]`` of shape
         ``[C * keep_per_class, 3, H, W]`` (class by class); ``table.attrs["seconds"]`` is the sampling time the
-        artifacts record (when they were computed, not this call's).
+        artifacts record (when they were computed, not this call's) and ``table.attrs["per_sample"]`` maps each
+        ``t_c`` to the ``[C * n_per_class]`` share of classifiers right on each sample (for
+        :func:`plateau_t_star`; sample ``j`` starts from the same noise at every ``t_c``).
     """
     _check_grid(cdm.alpha_bar, t_switches, n_per_class, num_steps)
     C = cdm.model.cfg.num_classes
@@ -169,7 +171,7 @@ def book_two_stage_accuracy(
     labels = torch.arange(C).repeat_interleave(n_per_class)
     config = {"model": cdm.manifest["key"], "classifiers": {n: module_fingerprint(c) for n, c in classifiers.items()},
               "n_per_class": n_per_class, "num_steps": num_steps, "seed": seed, "keep_per_class": keep}
-    rows, samples, seconds = [], {}, 0.0
+    rows, samples, seconds, per_sample = [], {}, 0.0, {}
     for t_c in tqdm(list(t_switches), desc="two-stage sampling", disable=not progress):
 
         def compute(t_c: int = t_c) -> dict[str, Tensor]:
@@ -180,10 +182,13 @@ def book_two_stage_accuracy(
         part, manifest = load_or_compute("two_stage", {**config, "t_c": int(t_c)}, compute,
                                          publish=profile == "full", verbose=False)
         samples[t_c] = part["samples"]
-        rows += _accuracy_rows(t_c, {n: part[f"pred.{n}"].long() for n in classifiers}, labels)
+        preds = {n: part[f"pred.{n}"].long() for n in classifiers}
+        rows += _accuracy_rows(t_c, preds, labels)
+        per_sample[int(t_c)] = torch.stack([(p == labels).double() for p in preds.values()]).mean(0)
         seconds += manifest["wall_time_s"]
     table = pd.DataFrame(rows)
     table.attrs["seconds"] = seconds
+    table.attrs["per_sample"] = per_sample
     return table, samples
 
 
@@ -201,6 +206,52 @@ def choose_t_star(t: Sequence[int], accuracy: Sequence[float], delta: float = 0.
     knee = knee_point(list(t), list(accuracy), curve="concave", direction="increasing")
     return {"saturation": int(saturation_point(list(t), list(accuracy), delta)),
             "knee": None if knee is None else int(knee)}
+
+
+def plateau_t_star(per_sample: dict[int, Tensor], z: float = 2.0, reference: int | None = None) -> dict:
+    """``t*`` as the earliest switch time not significantly below the fully conditional end (ours, issue 13).
+
+    Two-stage samples share their initial noise across switch times, so the accuracy gap between ``t_c`` and
+    the reference is a *paired* difference over samples: ``d_j = correct_j(ref) - correct_j(t_c)``. ``t_c`` is
+    on the plateau when ``mean(d) <= z * se(d)``; ``t*`` is the smallest ``t_c`` such that it and every later
+    switch time are on the plateau. Unlike a fixed tolerance (:func:`choose_t_star`), the rule widens with the
+    noise of the curve instead of letting the noise choose.
+
+    Args:
+        per_sample: ``{t_c: [N] share of classifiers right on sample j}`` (:func:`book_two_stage_accuracy`'s
+            ``table.attrs["per_sample"]``), the same ``N`` samples at every ``t_c``.
+        z: Standard errors of tolerance (2: about a 5% one-sided test per point).
+        reference: The plateau's reference switch time (default: the largest, fully conditional sampling).
+
+    Returns:
+        ``{"t_star": int, "plateau": [t_c on the plateau], "gap": {t_c: mean gap}, "se": {t_c: its s.e.},
+        "reference": int, "z": z}``.
+
+    Raises:
+        ValueError: If ``per_sample`` is empty or its tensors differ in length.
+    """
+    if not per_sample:
+        raise ValueError("per_sample must hold at least one switch time")
+    ts = sorted(per_sample)
+    n = {len(v) for v in per_sample.values()}
+    if len(n) != 1 or n == {0}:
+        raise ValueError(f"per_sample must hold the same non-zero number of samples at every t_c, got {sorted(n)}")
+    ref = ts[-1] if reference is None else reference
+    if ref not in per_sample:
+        raise ValueError(f"reference must be one of the switch times {ts}, got {reference}")
+    gap, se, on = {}, {}, {}
+    for t in ts:
+        d = (per_sample[ref] - per_sample[t]).double()
+        gap[t] = d.mean().item()
+        se[t] = (d.std(correction=1) / len(d) ** 0.5).item() if len(d) > 1 else float("nan")
+        on[t] = t == ref or gap[t] <= z * se[t]
+    t_star = ts[-1]
+    for t in reversed(ts):
+        if not on[t]:
+            break
+        t_star = t
+    return {"t_star": int(t_star), "plateau": [t for t in ts if on[t]], "gap": gap, "se": se, "reference": int(ref),
+            "z": z}
 
 
 def _choices_path(profile: str) -> Path:

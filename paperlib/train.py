@@ -498,6 +498,52 @@ def load_book_cdm(dataset: str, profile: str, progress: bool = True) -> BookCDM:
     return BookCDM(model, recipe, manifest, images, labels)
 
 
+def load_cdm_at(dataset: str, steps: int, profile: str = "full", checkpoint: str | Path | None = None) -> BookCDM:
+    """The book's CDM run of ``dataset`` after ``steps`` steps, for the scaling study (issue 13, item 6):
+    :func:`load_run_at` of ``cdm_recipe(dataset, profile, steps)``."""
+    return load_run_at(cdm_recipe(dataset, profile, steps), checkpoint)
+
+
+def load_run_at(recipe: CDMRecipe, checkpoint: str | Path | None = None) -> BookCDM:
+    """A CDM run after ``recipe.train.steps`` steps, never trained here.
+
+    Reads the run's milestone (or final) artifact of ``recipe``; or, with ``checkpoint``, the EMA weights of
+    a resume checkpoint of the same run (e.g. one restored from the git history), whose step must be
+    ``recipe.train.steps``.
+
+    Returns:
+        A :class:`BookCDM` whose manifest ``key`` identifies the weights (``<run_key>@<step>`` for a resume
+        checkpoint).
+
+    Raises:
+        FileNotFoundError: No artifact of that length exists (name the training command).
+        ProvenanceError: The checkpoint belongs to another run or step, or to other data.
+    """
+    steps, dataset = recipe.train.steps, recipe.data.name
+    images, labels = load_dataset(recipe.data, "train")
+    fp = fingerprint(images, labels)
+    if checkpoint is None:
+        for pub in (True, False):
+            final, _ = _paths(recipe, pub)
+            if artifact_exists(final):
+                model, manifest = load_cdm(final, recipe, fp)
+                return BookCDM(model, recipe, manifest, images, labels)
+        raise FileNotFoundError(f"no {dataset} CDM of {steps} steps (key {recipe.key}); train it with "
+                                f"`make train DATASET={dataset} STEPS={steps}` (milestones every {MILESTONE_EVERY})")
+    path = Path(checkpoint)
+    tensors, meta = load_artifact(path)
+    _check_resumable(path, meta, recipe.cdm, recipe.train, fp)
+    if int(meta["step"]) != steps:
+        raise ProvenanceError(f"{path.name} is at step {meta['step']}, not {steps}")
+    model = ClassConditionalUNet(recipe.cdm)
+    ema_sd = strip_prefix(tensors, "ema.")
+    ema_sd.pop("n_averaged")
+    model.load_state_dict(ema_sd)
+    manifest = {"key": f"{recipe.run_key}@{steps}", "steps": steps, "data": fp, "parameters": num_parameters(model),
+                "config": recipe.to_dict(), "source": path.name, "wall_time_s": meta["wall_time_s"]}
+    return BookCDM(model.eval().requires_grad_(False), recipe, manifest, images, labels)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m paperlib.train", description="Train (a piece of) a CDM.")
     parser.add_argument("--dataset", choices=DATASETS, required=True)

@@ -166,3 +166,17 @@ def check_labels(
                 allowed = f"0..{top} (real classes; the null class {num_classes} is not allowed here)"
             raise ValueError(f"{name} must be in {allowed}, got {got}")
     return y.to(device=device, dtype=torch.long) if device is not None else y.long()
+
+
+def check_indices(name: str, indices: Any, n: int) -> Tensor:
+    """Row indices into a dataset of ``n`` rows: a non-empty 1-D integer tensor (or sequence) in ``0..n - 1``.
+
+    Returns:
+        The indices as int64.
+    """
+    indices = torch.as_tensor(indices)
+    check_tensor(name, indices, dtype="integer")
+    indices = indices.long()
+    if indices.ndim != 1 or len(indices) == 0 or indices.min() < 0 or indices.max() >= n:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor of rows in 0..{n - 1}, got {describe(indices)}")
+    return indices

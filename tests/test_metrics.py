@@ -177,3 +177,21 @@ def test_distances_reject_non_finite_and_empty_sets():
         sliced_wasserstein(a[:0], a)
     with pytest.raises(ValueError, match="a and b must be finite"):
         psnr(bad, a)
+
+
+def test_ssim_identity_reference_and_monotone():
+    from skimage.metrics import structural_similarity
+
+    from paperlib.metrics import ssim
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (3, 3, 16, 16), generator=g, dtype=torch.uint8)
+    assert torch.allclose(ssim(a, a), torch.ones(3))
+    noisy = [(a.float() + s * torch.randn(a.shape, generator=g)).clamp(0, 255) for s in (5, 20, 60)]
+    vals = [ssim(n, a.float()).mean().item() for n in noisy]
+    assert vals[0] > vals[1] > vals[2]
+    want = structural_similarity(noisy[1][0].double().numpy(), a[0].double().numpy(), data_range=255,
+                                 channel_axis=0, win_size=7)
+    assert abs(ssim(noisy[1][:1], a[:1].float()).item() - want) < 1e-6
+    with pytest.raises(ValueError, match="same shape"):
+        ssim(a, a[:2])

@@ -99,3 +99,28 @@ def test_choices_round_trip(tmp_path, monkeypatch):
     assert load_choice("smoke", "cifar10", "t_star") == 400
     with pytest.raises(KeyError, match="02_t_star"):
         load_choice("smoke", "shapes", "feature_t")
+
+
+def test_plateau_t_star_uses_paired_standard_errors():
+    from paperlib.selection import plateau_t_star
+
+    g = torch.Generator().manual_seed(0)
+    n = 2000
+    noise = torch.rand(n, generator=g)
+    # Accuracy 0.3 + 0.05 per 100 steps up to t_c = 600, flat above: sample j is right when its noise is low.
+    acc = {t: 0.3 + 0.05 * min(t, 600) / 100 for t in range(0, 1001, 100)}
+    per_sample = {t: (noise < a).double() for t, a in acc.items()}
+    out = plateau_t_star(per_sample)
+    assert out["t_star"] == 600 and out["plateau"] == [600, 700, 800, 900, 1000]
+    assert out["gap"][500] > 2 * out["se"][500] and out["gap"][700] == 0
+    # A noisier, smaller sample widens the plateau instead of letting the noise pick a point.
+    few = {t: v[:40] for t, v in per_sample.items()}
+    assert plateau_t_star(few)["t_star"] <= 600
+    # A dip below the reference that is not significant stays on the plateau; a significant one ends it.
+    dip = dict(per_sample)
+    dip[800] = (noise < 0.4).double()
+    assert plateau_t_star(dip)["t_star"] == 900
+    with pytest.raises(ValueError, match="same non-zero"):
+        plateau_t_star({0: torch.ones(3), 100: torch.ones(4)})
+    with pytest.raises(ValueError, match="reference"):
+        plateau_t_star(per_sample, reference=50)

@@ -199,3 +199,21 @@ def test_book_cdm_refuses_data_other_than_its_training_data(monkeypatch):
     monkeypatch.setattr(train, "load_dataset", lambda cfg, split: (images[:200], labels[:200]))
     with pytest.raises(ProvenanceError, match=r"fingerprint 8d3b6050a31bfbab.*fingerprint [0-9a-f]{16} \(200"):
         train.load_book_cdm("shapes", "full", progress=False)
+
+
+def test_load_run_at_reads_milestones_and_resume_checkpoints(tmp_path, monkeypatch):
+    from paperlib.train import load_run_at
+
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    recipe = _tiny_recipe(steps=6)
+    final, _ = load_or_train_cdm(recipe, progress=False, milestone_every=3, keep_resume=True)
+    resume = tmp_path / "cdm" / f"{recipe.run_key}.resume.safetensors"
+    from_resume = load_run_at(recipe, checkpoint=resume)  # its EMA at step 6 is the final model
+    assert from_resume.manifest["key"] == f"{recipe.run_key}@6"
+    for x, y in zip(final.state_dict().values(), from_resume.model.state_dict().values()):
+        torch.testing.assert_close(x, y)
+    assert load_run_at(recipe.with_steps(3)).manifest["steps"] == 3  # the milestone artifact
+    with pytest.raises(ProvenanceError, match="step 6, not 3"):
+        load_run_at(recipe.with_steps(3), checkpoint=resume)
+    with pytest.raises(FileNotFoundError, match="no shapes CDM of 4 steps"):
+        load_run_at(recipe.with_steps(4))

@@ -1,0 +1,577 @@
+"""CLARID against controls matched to the edit: the t* x k map, the guidance sweep, equal-distance curves.
+
+For each image ``x_0`` of class ``c`` and each ``t*`` (paper §3.2; spec §3.6) we invert to ``x_{t*}``, take
+CLARID's top-``K`` extraneous directions ``V_K`` once, and make *edits*: latents ``z = (I - D D^T) x_{t*}``
+whose directions ``D`` (``[n, k]``) come from
+
+- ``clarid``: ``V_k``, CLARID's own top ``k`` (Eq. 2), or ``V_{k*}`` at the EVR elbow;
+- ``span`` / ``lowfreq`` / ``isotropic``: the matched controls of :mod:`paperlib.controls`;
+- ``cfg``: no projection (``k = 0``): at ``w = 1`` the plain reconstruction, at ``w > 1`` the paper's pure CFG.
+
+Every edit is decoded with CFG after the projection (spec §3.3) at the run's guidance scale, and the guidance
+sweep decodes the ``k*`` edits at further scales. Beside each output we keep the size of the edit: the latent
+change ``||x_{t*} - z||``, the feature change ``||f_{l,t*}(x_{t*}) - f_{l,t*}(z)||`` and, once scored
+(:func:`edit_scores`), the output's distance to its input (PSNR, SSIM). Controls that need many directions
+to change the output as much as CLARID does get larger ``k`` (``distance_ks``), so that methods can be
+compared at equal distance to the input (:func:`matched_comparison`), not only at equal ``k``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from paperlib.cache import config_key, load_or_compute_chunked
+from paperlib.canonical import ClaridConfig, _check_run_inputs, jacobian_target
+from paperlib.clarid import elbow_index, explained_variance_ratio, extraneous_directions, project_out
+from paperlib.controls import CONTROLS, control_directions, energy_fraction, lowfreq_basis
+from paperlib.data import fingerprint, from_model_range, to_model_range
+from paperlib.diffusion import ddim_decode, ddim_invert
+from paperlib.metrics import psnr, ssim
+from paperlib.models import ClassConditionalUNet
+from paperlib.validate import check_indices, check_tensor
+
+STAGE = "edit_run"
+STAGE_VERSION = 1
+
+METHODS = ("clarid", *CONTROLS)
+"""Projection methods of an edit run; ``cfg`` (no projection) is always added."""
+
+K_STAR = -1
+"""The ``k`` of an edit that removes each image's own ``k*`` directions (elbow of its EVR curve)."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One decoded edit of every image: ``method`` removes ``k`` directions (``K_STAR``: ``k*``), decoded at
+    guidance scale ``w``."""
+
+    method: str
+    k: int
+    w: float
+
+    @property
+    def name(self) -> str:
+        k = "kstar" if self.k == K_STAR else f"k{self.k}"
+        return f"{self.method}/{k}/w{self.w:g}"
+
+    @property
+    def k_label(self) -> str:
+        return "k*" if self.k == K_STAR else str(self.k)
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """What an edit run decodes (all values ours: the paper has no matched controls).
+
+    Attributes:
+        clarid: CLARID's configuration; its ``t_star`` is the main ``t*`` (chapter 2's choice) and its
+            ``guidance_scale`` the CFG scale of every edit (the CFG baseline's, spec §3.3).
+        t_stars: The map's inversion times (the main ``t*`` is always added).
+        ks: Numbers of directions of the map (every method, every ``t*``; ``k*`` is always added).
+        distance_ks: Extra ``k`` per method, so that each curve of output distance against ``k`` reaches
+            CLARID's distances (a random direction changes the output far less).
+        guidance_sweep: Extra scales at the main ``t*`` for the ``k*`` edits and pure CFG.
+        methods: Projection methods (see :data:`METHODS`).
+        n_freq: Coarse DCT frequencies per axis of the ``lowfreq`` control.
+    """
+
+    clarid: ClaridConfig = field(default_factory=lambda: ClaridConfig(guidance_scale=3.0))
+    t_stars: tuple[int, ...] = (300, 500, 700, 900)
+    ks: tuple[int, ...] = (1, 2, 4, 8)
+    distance_ks: tuple[tuple[str, tuple[int, ...]], ...] = (
+        ("clarid", (16,)), ("span", (16,)), ("lowfreq", (16, 32, 48)), ("isotropic", (16, 64, 256, 1024)))
+    guidance_sweep: tuple[float, ...] = (1.0, 2.0, 5.0)
+    methods: tuple[str, ...] = METHODS
+    n_freq: int = 4
+
+    def __post_init__(self) -> None:
+        """Validate the fields that :class:`ClaridConfig` does not.
+
+        Raises:
+            ValueError: On an unknown method, ``k`` outside what a method allows (``1..K`` for ``clarid`` and
+                ``span``, ``1..3 n_freq^2`` for ``lowfreq``), a ``t*`` off the DDIM grid, or a bad scale.
+        """
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {self.methods}")
+        for t in self.t_stars:
+            replace(self.clarid, t_star=t)  # ClaridConfig checks the grid
+        dks = dict(self.distance_ks)
+        if set(dks) - set(self.methods):
+            raise ValueError(f"distance_ks names methods not in methods {self.methods}: {sorted(set(dks))}")
+        for m in self.methods:
+            limit = {"clarid": self.clarid.K, "span": self.clarid.K, "lowfreq": 3 * self.n_freq**2}.get(m)
+            for k in (*self.ks, *dks.get(m, ())):
+                if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (limit is not None and k > limit):
+                    raise ValueError(f"k of method {m!r} must be an integer in 1..{limit or 'n'}, got {k!r}")
+        for w in (self.clarid.guidance_scale, *self.guidance_sweep):
+            if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"guidance scales must be finite numbers >= 0, got {w!r}")
+
+    @property
+    def main_t_star(self) -> int:
+        return self.clarid.t_star
+
+    @property
+    def w(self) -> float:
+        return float(self.clarid.guidance_scale)
+
+    def all_t_stars(self) -> list[int]:
+        return sorted({*self.t_stars, self.main_t_star})
+
+    def edits(self, t_star: int) -> list[Edit]:
+        """The edits decoded at ``t_star``, in a fixed order (reconstruction first)."""
+        w = self.w
+        out = [Edit("cfg", 0, 1.0)] + ([Edit("cfg", 0, w)] if w != 1.0 else [])
+        dks = dict(self.distance_ks)
+        for m in self.methods:
+            ks = sorted({*self.ks, *dks.get(m, ())})
+            out += [Edit(m, k, w) for k in ks] + [Edit(m, K_STAR, w)]
+        if t_star == self.main_t_star:
+            for s in self.guidance_sweep:
+                if s != w:
+                    out += ([Edit("cfg", 0, s)] if s != 1.0 else []) + [Edit(m, K_STAR, s) for m in self.methods]
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["clarid"] = self.clarid.to_dict()
+        d["distance_ks"] = [[m, list(ks)] for m, ks in self.distance_ks]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EditConfig:
+        d = dict(d)
+        d["clarid"] = ClaridConfig.from_dict(d["clarid"])
+        d["distance_ks"] = tuple((m, tuple(ks)) for m, ks in d["distance_ks"])
+        for key in ("t_stars", "ks", "guidance_sweep", "methods"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def _edit_seed(seed: int, edit: Edit, base: int) -> int:
+    """A per-image, per-edit seed of the control's directions (stable across runs and platforms)."""
+    return (seed * 1_000_003 + zlib.crc32(f"{edit.method}/{edit.k}".encode()) + base) % 2**62
+
+
+def _decode(model: ClassConditionalUNet, z: Tensor, y: Tensor, alpha_bar: Tensor, cfg: ClaridConfig, t_star: int,
+            w: float, batch_size: int) -> Tensor:
+    outs = []
+    for s in range(0, len(z), batch_size):
+        outs.append(ddim_decode(model, z[s : s + batch_size], y[s : s + batch_size], alpha_bar, t_star, 0,
+                                cfg.num_steps, w, model.null_class, clip_x0=cfg.clip_x0))
+    return from_model_range(torch.cat(outs))
+
+
+def edit_batch(
+    model: ClassConditionalUNet,
+    images: Tensor,
+    labels: Tensor,
+    alpha_bar: Tensor,
+    ecfg: EditConfig,
+    t_star: int,
+    seeds: Tensor,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    """Every edit of :meth:`EditConfig.edits` for a batch of images at one ``t*``.
+
+    Args:
+        model: The CDM.
+        images: ``[B, 3, H, W]`` uint8.
+        labels: ``[B]`` real classes.
+        alpha_bar: ``[T + 1]`` schedule.
+        ecfg: The run's configuration.
+        t_star: Inversion time (one of :meth:`EditConfig.all_t_stars`).
+        seeds: ``[B]`` per-image seeds (dataset indices): the Krylov start and every control's directions.
+        batch_size: Latents per decoding call.
+        progress: tqdm bar over the images' Jacobians.
+
+    Returns:
+        ``sigma [B, K]``, ``k_star [B]``, ``lowfreq_energy [B, K]`` (share of each of CLARID's directions
+        inside the coarse subspace of the ``lowfreq`` control), ``x_norm [B]`` (``||x_{t*}||``), and per edit
+        ``img.<name> [B, 3, H, W]`` uint8, ``dx.<name> [B]`` (latent change) and ``df.<name> [B]`` (feature
+        change at ``cfg.layer``, ``t*``, under the image's class).
+    """
+    cfg = replace(ecfg.clarid, t_star=t_star)
+    y = _check_run_inputs(model, images, labels, cfg)
+    check_tensor("seeds", seeds, ndim=1, dtype="integer")
+    if len(seeds) != len(images):
+        raise ValueError(f"seeds must have shape [B] = [{len(images)}], got {tuple(seeds.shape)}")
+    x_t = ddim_invert(model, to_model_range(images), y, alpha_bar, t_star, num_steps=cfg.num_steps)
+    shape = tuple(x_t.shape[1:])
+    basis = lowfreq_basis(shape[0], shape[1], ecfg.n_freq)
+    Vs, sigmas, k_stars = [], [], []
+    for i in tqdm(range(len(y)), desc="extraneous directions", disable=not progress, leave=False):
+        V, sigma = extraneous_directions(jacobian_target(model, cfg, y[i : i + 1]), x_t[i], cfg.K, cfg.method,
+                                         tol=cfg.tol, max_iter=cfg.max_iter, generator=int(seeds[i]) + cfg.seed)
+        Vs.append(V)
+        sigmas.append(sigma)
+        k_stars.append(elbow_index(explained_variance_ratio(sigma, cfg.squared_evr)))
+    V = torch.stack(Vs)
+    out: dict[str, Tensor] = {"sigma": torch.stack(sigmas), "k_star": torch.tensor(k_stars),
+                              "lowfreq_energy": energy_fraction(V, basis), "x_norm": x_t.flatten(1).norm(dim=1)}
+    edits = ecfg.edits(t_star)
+    too_many = [e.name for e in edits if e.k > x_t[0].numel()]
+    if too_many:
+        raise ValueError(f"edits {too_many} remove more directions than the latent has ({x_t[0].numel()})")
+    latents: dict[str, Tensor] = {}
+    for e in edits:
+        if e.method == "cfg":
+            latents[e.name] = x_t
+            continue
+        zs = []
+        for i in range(len(y)):
+            k = k_stars[i] if e.k == K_STAR else e.k
+            D = (V[i, :, :k] if e.method == "clarid" else
+                 control_directions(e.method, k, _edit_seed(int(seeds[i]), e, cfg.seed), V=V[i], shape=shape,
+                                    basis=basis))
+            zs.append(project_out(x_t[i], D))
+        latents[e.name] = torch.stack(zs)
+    t = torch.full((len(y),), t_star)
+    with torch.no_grad():
+        f0 = model.features(x_t, t, y, cfg.layer).flatten(1)
+        for name, z in latents.items():
+            out[f"dx.{name}"] = (z - x_t).flatten(1).norm(dim=1)
+            out[f"df.{name}"] = (model.features(z, t, y, cfg.layer).flatten(1) - f0).norm(dim=1)
+    for w in sorted({e.w for e in edits}):
+        names = [e.name for e in edits if e.w == w]
+        z = torch.cat([latents[n] for n in names])
+        imgs = _decode(model, z, y.repeat(len(names)), alpha_bar, cfg, t_star, w, batch_size)
+        for j, n in enumerate(names):
+            out[f"img.{n}"] = imgs[j * len(y) : (j + 1) * len(y)]
+    return out
+
+
+def edit_run(
+    model: ClassConditionalUNet,
+    model_key: str,
+    images: Tensor,
+    labels: Tensor,
+    indices: Tensor,
+    alpha_bar: Tensor,
+    ecfg: EditConfig,
+    t_star: int,
+    chunk_size: int = 10,
+    publish: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, Tensor], dict]:
+    """:func:`edit_batch` over ``images[indices]`` at one ``t*``, in resumable cached chunks.
+
+    One artifact per ``t*`` keeps each file small (a 100-image CIFAR-10 map is about 7 MB per ``t*``). Its key
+    holds the CDM, CLARID's configuration at this ``t*`` (``fixed_ks`` aside), the list of edits, ``n_freq``
+    and the images, so a scaling run at the main ``t*`` and a full map share the main ``t*``'s artifact.
+
+    Returns:
+        ``(tensors, manifest)``: :func:`edit_batch`'s outputs for all images plus ``indices``, ``labels`` and
+        per-image ``seconds``.
+    """
+    if t_star not in ecfg.all_t_stars():
+        raise ValueError(f"t_star must be one of the run's {ecfg.all_t_stars()}, got {t_star}")
+    _check_run_inputs(model, images, labels, ecfg.clarid)
+    indices = check_indices("indices", indices, len(images))
+    # Keyed by what this t*'s outputs depend on, so runs whose configs differ elsewhere share it.
+    config = {"model": model_key, "clarid": replace(ecfg.clarid, t_star=t_star, fixed_ks=()).to_dict(),
+              "t_star": int(t_star), "edits": [e.name for e in ecfg.edits(t_star)], "n_freq": ecfg.n_freq,
+              "indices_sha": config_key(indices.tolist())}
+
+    def chunk(idx: Tensor) -> dict[str, Tensor]:
+        return edit_batch(model, images[idx], labels[idx], alpha_bar, ecfg, t_star, idx)
+
+    return load_or_compute_chunked(
+        STAGE, config, indices, chunk, chunk_size, STAGE_VERSION, publish, progress,
+        provenance={"data": fingerprint(images, labels)},
+        hint="The run indexes other images than the ones given here; pass the images it was made from.",
+        finalize=lambda merged: {**merged, "labels": labels[indices]},
+        desc=f"edits at t*={t_star} ({len(indices)} images)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring and comparison
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _parse(name: str) -> Edit:
+    method, k, w = name.split("/")
+    return Edit(method, K_STAR if k == "kstar" else int(k[1:]), float(w[1:]))
+
+
+def run_edits(run: dict[str, Tensor]) -> list[Edit]:
+    """The edits stored in an :func:`edit_run` artifact, in storage order."""
+    return [_parse(k[4:]) for k in run if k.startswith("img.")]
+
+
+def nearest_input(outputs: Tensor, inputs: Tensor) -> Tensor:
+    """Index of the input nearest (pixel MSE) to each output: an output that keeps its input's identity is
+    nearer that input than any other image of the run (a regenerated sample need not be).
+
+    Args:
+        outputs: ``[M, C, H, W]``.
+        inputs: ``[N, C, H, W]``.
+
+    Returns:
+        ``[M]`` int64 rows of ``inputs``.
+    """
+    a, b = outputs.flatten(1).double(), inputs.flatten(1).double()
+    return torch.cdist(a, b).argmin(dim=1)
+
+
+@torch.no_grad()
+def edit_scores(
+    run: dict[str, Tensor],
+    inputs: Tensor,
+    classifiers: dict[str, nn.Module],
+    t_star: int,
+    shapes=None,
+    probes: dict[str, nn.Module] | None = None,
+) -> pd.DataFrame:
+    """One row per image and edit: the edit's size, its output's distance to the input, and what it keeps.
+
+    Args:
+        run: An :func:`edit_run` artifact (one ``t*``).
+        inputs: ``[M, 3, H, W]`` uint8, the run's input images (``images[run["indices"]]``).
+        classifiers: Chapter 2's judges; ``correct`` is the share of them that read the input's class.
+        t_star: The run's ``t*`` (a column).
+        shapes: For shapes, the :class:`paperlib.data.ShapesData` of the inputs (masks and factors).
+        probes: For shapes, :func:`paperlib.factors.train_background_probes`'s probes.
+
+    Returns:
+        Columns ``image`` (row in the run), ``label``, ``t_star``, ``method``, ``k`` (``K_STAR`` for ``k*``),
+        ``k_label``, ``k_used`` (the image's number of directions), ``w``, ``dx``, ``df``, ``psnr``, ``ssim``
+        (against the input, 8-bit scale), ``correct``, ``identity`` (the output is nearer its own input than
+        any other input of the run, :func:`nearest_input`); with ``shapes``: ``change_outside``, ``change_inside``
+        (mean absolute pixel change outside / inside the input's mask), ``bg_family_kept``,
+        ``class_from_bg``, ``own_bg`` (the input's background belongs to its class's family) and
+        ``class_from_bg_own`` / ``class_from_bg_rand`` (``class_from_bg`` on own- / other-background inputs,
+        NaN on the others).
+    """
+    from paperlib.classifiers import predict
+    from paperlib.data import background_only
+    from paperlib.factors import BOX_MARGIN, pixel_change
+
+    labels = run["labels"]
+    if len(inputs) != len(labels):
+        raise ValueError(f"inputs must be the run's {len(labels)} input images, got {len(inputs)}")
+    frames = []
+    for e in run_edits(run):
+        out = run[f"img.{e.name}"]
+        correct = torch.stack([(predict(c, out).argmax(1) == labels).float() for c in classifiers.values()])
+        k_used = run["k_star"] if e.k == K_STAR else torch.full_like(run["k_star"], e.k)
+        cols = {
+            "image": np.arange(len(labels)), "label": labels.numpy(), "t_star": t_star, "method": e.method,
+            "k": e.k, "k_label": e.k_label, "k_used": k_used.numpy(), "w": e.w,
+            "dx": run[f"dx.{e.name}"].numpy(), "df": run[f"df.{e.name}"].numpy(),
+            "psnr": psnr(out.double(), inputs.double(), 255.0).clamp(max=100).numpy(),
+            "ssim": ssim(out, inputs).numpy(), "correct": correct.mean(0).numpy(),
+            "identity": nearest_input(out, inputs).eq(torch.arange(len(labels))).float().numpy(),
+        }
+        if shapes is not None:
+            change = pixel_change(inputs, out, shapes.masks)
+            view = background_only(out, shapes.masks, BOX_MARGIN)
+            cols |= {
+                "change_outside": change["outside"].numpy(), "change_inside": change["inside"].numpy(),
+                "bg_family_kept": (predict(probes["bg_family"], view).argmax(1)
+                                   == shapes.factors["bg_family"]).float().numpy(),
+                "class_from_bg": (predict(probes["class_from_bg"], view).argmax(1) == labels).float().numpy(),
+                "own_bg": (shapes.factors["bg_family"] == labels).numpy(),
+            }
+            cols["class_from_bg_own"] = np.where(cols["own_bg"], cols["class_from_bg"], np.nan)
+            cols["class_from_bg_rand"] = np.where(cols["own_bg"], np.nan, cols["class_from_bg"])
+        frames.append(pd.DataFrame(cols))
+    return pd.concat(frames, ignore_index=True)
+
+
+SUMMARY_METRICS = ("correct", "identity", "psnr", "ssim", "dx", "df", "change_outside", "class_from_bg",
+                   "class_from_bg_own", "class_from_bg_rand", "bg_family_kept")
+
+
+def summarize(scores: pd.DataFrame, by: tuple[str, ...] = ("t_star", "method", "k", "k_label", "w"),
+              metrics: tuple[str, ...] = SUMMARY_METRICS) -> pd.DataFrame:
+    """Mean, standard error over images and count of each metric per group.
+
+    Returns:
+        One row per group; columns ``<metric>`` (mean), ``<metric>_se`` and ``n``.
+    """
+    metrics = tuple(m for m in metrics if m in scores)
+    g = scores.groupby(list(by), sort=True)
+    mean = g[list(metrics)].mean()
+    se = g[list(metrics)].sem().add_suffix("_se")
+    return pd.concat([mean, se, g.size().rename("n")], axis=1).reset_index()
+
+
+def _interp(x: np.ndarray, xs: np.ndarray, ys: np.ndarray, ses: np.ndarray) -> tuple[float, float]:
+    """Linear interpolation of a curve ``(xs, ys)`` and of its standard errors at ``x`` (NaN outside)."""
+    order = np.argsort(xs)
+    xs, ys, ses = xs[order], ys[order], ses[order]
+    if not xs[0] <= x <= xs[-1]:
+        return math.nan, math.nan
+    j = int(np.clip(np.searchsorted(xs, x), 1, len(xs) - 1))
+    a = 0.0 if xs[j] == xs[j - 1] else (x - xs[j - 1]) / (xs[j] - xs[j - 1])
+    return (1 - a) * ys[j - 1] + a * ys[j], math.hypot((1 - a) * ses[j - 1], a * ses[j])
+
+
+def _curves(scores: pd.DataFrame, t_star: int, w: float, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Summaries at ``(t*, w)`` with the no-projection edit (pure CFG at ``w``) as every method's ``k = 0``."""
+    s = summarize(scores[(scores.t_star == t_star) & (scores.w == w)], metrics=metrics)
+    start = s[s.method == "cfg"]
+    return pd.concat([s[s.method != "cfg"]] + [start.assign(method=m) for m in s.method.unique() if m != "cfg"],
+                     ignore_index=True)
+
+
+def matched_comparison(
+    scores: pd.DataFrame, t_star: int, w: float, distance: str = "psnr", metric: str = "correct",
+    method: str = "clarid", controls: tuple[str, ...] = CONTROLS, z: float = 2.0,
+) -> pd.DataFrame:
+    """``method`` against each control *at the same distance to the input*.
+
+    Each control's fixed-``k`` points at ``(t*, w)``, with pure CFG as its ``k = 0``, form a curve of mean
+    ``metric`` against mean ``distance``; each of ``method``'s points (every ``k`` and ``k*``) is compared
+    with the control's curve interpolated at its distance. A point is above (below) when the gap exceeds ``z``
+    combined standard errors, a tie otherwise; where the control's curve does not reach that distance there is
+    no matched point (``"unmatched"``).
+
+    Returns:
+        One row per ``(control, k)`` of ``method``: ``t_star``, ``k`` (``K_STAR`` for ``k*``), ``k_label``,
+        ``distance``, ``value``, ``control_value``, ``gap``, ``gap_se`` and ``verdict`` in
+        ``{"above", "below", "tie", "unmatched"}``.
+    """
+    s = _curves(scores, t_star, w, (metric, distance))
+    mine = s[(s.method == method) & (s.k != 0)]
+    rows = []
+    for ctrl in controls:
+        c = s[(s.method == ctrl) & (s.k != K_STAR)].dropna(subset=[metric])
+        if c.empty:
+            continue
+        for _, r in mine.iterrows():
+            v, v_se = _interp(r[distance], c[distance].to_numpy(), c[metric].to_numpy(),
+                              c[f"{metric}_se"].fillna(0).to_numpy())
+            gap, gap_se = r[metric] - v, math.hypot(r[f"{metric}_se"], v_se)
+            verdict = ("unmatched" if math.isnan(gap) else "above" if gap > z * gap_se
+                       else "below" if gap < -z * gap_se else "tie")
+            rows.append({"control": ctrl, "t_star": t_star, "k": int(r["k"]), "k_label": r["k_label"],
+                         "distance": r[distance], "value": r[metric], "control_value": v, "gap": gap,
+                         "gap_se": gap_se, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def equal_distance_verdict(table: pd.DataFrame, higher_is_better: bool = True) -> dict[str, str]:
+    """Per control, one word from :func:`matched_comparison`'s rows: ``"wins"`` (some matched point above, none
+    below), ``"loses"`` (the reverse), ``"mixed"``, ``"ties"`` or ``"unmatched"`` (no point could be matched).
+    ``higher_is_better = False`` reads a metric where less is better (e.g. class read from the background)."""
+    out = {}
+    good, bad = ("above", "below") if higher_is_better else ("below", "above")
+    for ctrl, t in table.groupby("control", sort=False):
+        v = set(t.verdict)
+        out[ctrl] = ("unmatched" if v == {"unmatched"} else "mixed" if {good, bad} <= v else "wins" if good in v
+                     else "loses" if bad in v else "ties")
+    return out
+
+
+def paired_gap(scores: pd.DataFrame, metric: str, a: dict, b: dict) -> tuple[float, float, int]:
+    """Mean paired difference ``a - b`` of ``metric`` over the images both edits share, its s.e. and n.
+
+    ``a`` and ``b`` select one edit each by column values, e.g. ``{"method": "clarid", "k": 4, "t_star": 900,
+    "w": 3.0}``.
+    """
+    def pick(sel: dict) -> pd.Series:
+        m = np.logical_and.reduce([scores[k] == v for k, v in sel.items()])
+        return scores[m].set_index("image")[metric]
+
+    d = (pick(a) - pick(b)).dropna()
+    se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    return float(d.mean()), float(se), len(d)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The book's runs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def book_edit_config(profile: str, dataset: str, **overrides) -> EditConfig:
+    """The edit run of ``dataset``: chapter 3's CLARID configuration (recorded with
+    :func:`paperlib.selection.record_choice`), decoded at its CFG baseline's scale (``cfg_scales[0]``, spec §3.3).
+
+    Args:
+        profile: Profile whose recorded choices are read.
+        dataset: ``"shapes"`` or ``"cifar10"``.
+        **overrides: :class:`EditConfig` fields (``t_stars``, ``ks``, ``distance_ks``, ``guidance_sweep``, ...).
+    """
+    from paperlib.selection import load_choice
+
+    spec = load_choice(profile, dataset, "clarid")
+    cfg = ClaridConfig.from_dict(spec["config"])
+    cfg = replace(cfg, guidance_scale=float(cfg.cfg_scales[0]), fixed_ks=())
+    if dataset == "shapes" and "distance_ks" not in overrides:  # 3 x 16 x 16 = 768 dimensions
+        overrides["distance_ks"] = tuple((m, tuple(min(k, 512) for k in ks)) for m, ks in EditConfig.distance_ks)
+    return EditConfig(clarid=cfg, **overrides)
+
+
+def book_edit_indices(cdm, dataset: str, n: int, seed: int = 0) -> Tensor:
+    """The images of the edit runs: ``n`` training images, class-stratified; on shapes half of them on another
+    class's background (so class-from-background can be read on both kinds of input). The same for every
+    CDM checkpoint of a dataset.
+    """
+    from paperlib.data import load_shapes, stratified_subset
+    from paperlib.factors import ablation_subset
+
+    if dataset == "shapes":
+        return ablation_subset(load_shapes(cdm.recipe.data)[0], n, seed + 17)
+    return stratified_subset(cdm.labels, n=n, seed=seed + 17)
+
+
+def book_edit_runs(
+    cdm, profile: str, dataset: str, ecfg: EditConfig, n: int, t_stars: list[int] | None = None, seed: int = 0,
+    chunk_size: int = 10, progress: bool = True,
+) -> dict[int, dict[str, Tensor]]:
+    """:func:`edit_run` of the book at each ``t*`` (default: all of ``ecfg``'s), published in the full profile.
+
+    Returns:
+        ``{t*: run tensors}``.
+    """
+    indices = book_edit_indices(cdm, dataset, n, seed)
+    return {t: edit_run(cdm.model, cdm.manifest["key"], cdm.images, cdm.labels, indices, cdm.alpha_bar, ecfg, t,
+                        chunk_size, publish=profile == "full", progress=progress)[0]
+            for t in (t_stars or ecfg.all_t_stars())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    from paperlib.train import DATASETS, load_book_cdm, load_cdm_at
+
+    p = argparse.ArgumentParser(prog="python -m paperlib.edits",
+                                description="Run the edit map of a dataset in resumable chunks (background job).")
+    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--profile", choices=["smoke", "full"], default="full")
+    p.add_argument("--n", type=int, required=True, help="images (class-stratified)")
+    p.add_argument("--map", action="store_true", help="every t* of the map (default: the main t* only)")
+    p.add_argument("--t-stars", type=int, nargs="*", default=None, help="override the map's t* values")
+    p.add_argument("--steps", type=int, default=None, help="a CDM milestone of this many steps (scaling study)")
+    p.add_argument("--checkpoint", default=None, help="a resume checkpoint of the same run, at --steps")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--chunk-size", type=int, default=10)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cdm = (load_book_cdm(args.dataset, args.profile) if args.steps is None
+           else load_cdm_at(args.dataset, args.steps, args.profile, args.checkpoint))
+    overrides = {} if args.t_stars is None else {"t_stars": tuple(args.t_stars)}
+    ecfg = book_edit_config(args.profile, args.dataset, **overrides)
+    t_stars = ecfg.all_t_stars() if args.map else [ecfg.main_t_star]
+    print(json.dumps({"cdm": cdm.manifest["key"], "t_stars": t_stars, "edits": len(ecfg.edits(ecfg.main_t_star)),
+                      "n": args.n}), flush=True)
+    book_edit_runs(cdm, args.profile, args.dataset, ecfg, args.n, t_stars, chunk_size=args.chunk_size)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Edit runs: CLARID and its matched controls, decoded at one guidance scale, compared at equal distance."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import paperlib.edits as edits
+from paperlib.canonical import ClaridConfig, clarid_batch
+from paperlib.diffusion import alpha_bar, linear_beta_schedule
+from paperlib.edits import (
+    K_STAR,
+    Edit,
+    EditConfig,
+    edit_batch,
+    edit_run,
+    edit_scores,
+    equal_distance_verdict,
+    matched_comparison,
+    paired_gap,
+    summarize,
+)
+from paperlib.models import CDMConfig, ClassConditionalUNet
+
+TINY = CDMConfig(sample_size=8, num_classes=3, block_out_channels=(8, 8), attention_levels=(1,), norm_num_groups=4,
+                 attention_head_dim=8)
+AB = alpha_bar(linear_beta_schedule())
+BASE = ClaridConfig(t_star=500, K=5, num_steps=10, cfg_scales=(3.0,), method="exact", guidance_scale=3.0)
+ECFG = EditConfig(clarid=BASE, t_stars=(300,), ks=(1, 5), n_freq=2, guidance_sweep=(1.0, 2.0),
+                  distance_ks=(("lowfreq", (8,)), ("isotropic", (20,))))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ClassConditionalUNet(TINY).eval().requires_grad_(False)
+
+
+def _images(n=4):
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8), torch.arange(n) % 3
+
+
+def test_config_edits_and_validation():
+    assert ECFG.all_t_stars() == [300, 500]
+    main, other = ECFG.edits(500), ECFG.edits(300)
+    assert main[0] == Edit("cfg", 0, 1.0) and main[1] == Edit("cfg", 0, 3.0)
+    names = [e.name for e in main]
+    assert len(names) == len(set(names))
+    assert "lowfreq/k8/w3" in names and "lowfreq/k8/w3" in [e.name for e in other]  # distance ks: every t*
+    assert "clarid/kstar/w2" in names and "cfg/k0/w2" in names and "clarid/kstar/w2" not in [e.name for e in other]
+    assert {e.method for e in other} == {"cfg", *edits.METHODS}
+    assert all(e.w == 3.0 for e in other if e.method != "cfg" or e.k)
+    assert EditConfig.from_dict(ECFG.to_dict()) == ECFG
+    with pytest.raises(ValueError, match="methods"):
+        EditConfig(clarid=BASE, methods=("foo",))
+    with pytest.raises(ValueError, match=r"1\.\.5, got 6"):
+        EditConfig(clarid=BASE, ks=(6,), t_stars=())  # k > K for clarid and span
+    with pytest.raises(ValueError, match="lowfreq"):
+        EditConfig(clarid=BASE, ks=(1,), n_freq=1, t_stars=(), distance_ks=(("lowfreq", (4,)),))
+    with pytest.raises(ValueError, match="t_star"):
+        EditConfig(clarid=BASE, t_stars=(333,))
+
+
+def test_edit_batch_matches_clarid_and_is_consistent(model):
+    images, labels = _images(3)
+    seeds = torch.arange(3)
+    out = edit_batch(model, images, labels, AB, ECFG, 500, seeds)
+    ref = clarid_batch(model, images, labels, AB, BASE, seeds)
+    # The same inversion, directions and decoding as chapter 3's run.
+    assert torch.equal(out["img.cfg/k0/w1"], ref["img.reconstruction"])
+    assert torch.equal(out["img.cfg/k0/w3"], ref["img.cfg3"])
+    assert torch.equal(out["img.clarid/kstar/w3"], ref["img.clarid"])
+    torch.testing.assert_close(out["sigma"], ref["sigma"])
+    # k = K random directions inside span(V_K) remove the same subspace as CLARID's K directions.
+    torch.testing.assert_close(out["dx.span/k5/w3"], out["dx.clarid/k5/w3"], atol=1e-4, rtol=1e-4)
+    assert (out["img.span/k5/w3"].int() - out["img.clarid/k5/w3"].int()).abs().max() <= 1
+    # No projection: no latent or feature change; more directions: a larger latent change.
+    assert (out["dx.cfg/k0/w3"] == 0).all() and (out["df.cfg/k0/w3"] == 0).all()
+    assert (out["dx.clarid/k5/w3"] >= out["dx.clarid/k1/w3"]).all()
+    assert (out["dx.isotropic/k20/w3"] > out["dx.isotropic/k1/w3"]).all()
+    assert (out["dx.clarid/k1/w3"] <= out["x_norm"]).all()
+    # The top direction changes the feature more than a random one (largest singular value).
+    assert (out["df.clarid/k1/w3"] > out["df.isotropic/k1/w3"]).float().mean() >= 2 / 3
+    assert out["lowfreq_energy"].shape == (3, 5) and ((out["lowfreq_energy"] >= 0) & (out["lowfreq_energy"] <= 1)).all()
+    again = edit_batch(model, images, labels, AB, ECFG, 500, seeds)
+    assert all(torch.equal(out[k], again[k]) for k in out)
+    with pytest.raises(ValueError, match="seeds"):
+        edit_batch(model, images, labels, AB, ECFG, 500, seeds[:2])
+
+
+def test_edit_run_resumes_and_matches_batches(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    images, labels = _images(6)
+    idx = torch.tensor([0, 2, 3, 5])
+    real, calls = edits.edit_batch, []
+
+    def killed_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(edits, "edit_batch", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        edit_run(model, "m", images, labels, idx, AB, ECFG, 300, chunk_size=2, progress=False)
+    monkeypatch.setattr(edits, "edit_batch", real)
+    run, manifest = edit_run(model, "m", images, labels, idx, AB, ECFG, 300, chunk_size=2, progress=False)
+    whole = real(model, images[idx], labels[idx], AB, ECFG, 300, idx)
+    for k, v in whole.items():  # equal up to batch-size-dependent float rounding
+        if v.dtype == torch.uint8:
+            assert (run[k].int() - v.int()).abs().max() <= 1, k
+        else:
+            torch.testing.assert_close(run[k], v, rtol=1e-4, atol=1e-4, msg=k)
+    assert torch.equal(run["labels"], labels[idx]) and manifest["config"]["t_star"] == 300
+    with pytest.raises(ValueError, match="t_star must be one of"):
+        edit_run(model, "m", images, labels, idx, AB, ECFG, 700, progress=False)
+
+
+class _Oracle(torch.nn.Module):
+    """Reads the class from the mean of channel 0 (for scores that have a known answer)."""
+
+    def forward(self, x):
+        m = x[:, 0].mean((1, 2))
+        return torch.stack([-(m - c).abs() for c in (-0.5, 0.0, 0.5)], 1)
+
+
+def test_edit_scores_columns_and_distances(model):
+    images, labels = _images(3)
+    run = edit_batch(model, images, labels, AB, ECFG, 300, torch.arange(3))
+    run["labels"] = labels
+    scores = edit_scores(run, images, {"oracle": _Oracle()}, 300)
+    assert len(scores) == 3 * len(ECFG.edits(300))
+    row = scores[(scores.method == "clarid") & (scores.k == K_STAR)]
+    assert (row.k_used.to_numpy() == run["k_star"].numpy()).all() and set(row.k_label) == {"k*"}
+    # PSNR against the input itself is capped; an edit's output is further away than nothing.
+    assert scores.psnr.max() <= 100 and scores.ssim.between(-1, 1).all()
+    assert scores.correct.isin([0.0, 1.0]).all()
+    recon = scores[(scores.method == "cfg") & (scores.w == 1.0)]
+    assert recon.identity.sum() >= 2  # a plain reconstruction stays nearest its own input
+    with pytest.raises(ValueError, match="input images"):
+        edit_scores(run, images[:2], {"oracle": _Oracle()}, 300)
+
+
+def _synthetic_scores():
+    """Two curves over k: the control's class kept falls linearly with PSNR, CLARID's sits above or on it."""
+    rng = np.random.default_rng(0)
+    rows = []
+    curves = {"isotropic": [(40, 0.9), (30, 0.8), (20, 0.7), (10, 0.6)],
+              "clarid": [(35, 0.85), (25, 0.95), (15, 0.65), (5, 0.5)]}
+    for method, pts in curves.items():
+        for k, (p, c) in enumerate(pts, start=1):
+            for i in range(400):
+                rows.append({"image": i, "t_star": 900, "method": method, "k": k, "k_label": str(k), "w": 3.0,
+                             "psnr": p + rng.normal(0, 0.5), "correct": float(rng.random() < c)})
+    return pd.DataFrame(rows)
+
+
+def test_matched_comparison_interpolates_at_equal_distance():
+    table = matched_comparison(_synthetic_scores(), 900, 3.0, controls=("isotropic",)).set_index("k")
+    # k=1 (35 dB): control 0.85 there -> tie; k=2 (25 dB): control 0.75 -> CLARID above;
+    # k=3 (15 dB): 0.65 vs 0.65 -> tie; k=4 (5 dB): the control never gets that far -> unmatched.
+    assert table.loc[1, "verdict"] == "tie" and table.loc[2, "verdict"] == "above"
+    assert table.loc[3, "verdict"] == "tie" and table.loc[4, "verdict"] == "unmatched"
+    assert math.isclose(table.loc[2, "control_value"], 0.75, abs_tol=0.05)
+    assert equal_distance_verdict(table.reset_index()) == {"isotropic": "wins"}
+    assert equal_distance_verdict(table.reset_index(), higher_is_better=False) == {"isotropic": "loses"}
+    s = summarize(_synthetic_scores(), metrics=("correct", "psnr"))
+    assert set(s.columns) >= {"correct", "correct_se", "psnr", "n"} and (s.n == 400).all()
+
+
+def test_matched_comparison_uses_pure_cfg_as_k0():
+    df = _synthetic_scores()
+    # Pure CFG at 45 dB keeps the class always: a CLARID point at 42.5 dB now has a control value of 0.95
+    # (between 1.0 at 45 dB and 0.9 at 40 dB); without the k = 0 point it would be unmatched.
+    extra = [pd.DataFrame({"image": range(400), "t_star": 900, "method": m, "k": k, "k_label": str(k),
+                           "w": 3.0, "psnr": p, "correct": c})
+             for m, k, p, c in (("cfg", 0, 45.0, 1.0), ("clarid", 5, 42.5, 0.95))]
+    table = matched_comparison(pd.concat([df, *extra]), 900, 3.0, controls=("isotropic",)).set_index("k")
+    assert 0 not in table.index  # pure CFG is a control point, not one of CLARID's
+    assert math.isclose(table.loc[5, "control_value"], 0.95, abs_tol=0.03)
+    assert matched_comparison(pd.concat([df, extra[1]]), 900, 3.0, controls=("isotropic",)).set_index(
+        "k").loc[5, "verdict"] == "unmatched"
+
+
+def test_paired_gap():
+    df = pd.DataFrame({"image": [0, 1, 2, 0, 1, 2], "method": ["a"] * 3 + ["b"] * 3,
+                       "correct": [1.0, 1.0, 0.0, 0.0, 1.0, 0.0]})
+    gap, se, n = paired_gap(df, "correct", {"method": "a"}, {"method": "b"})
+    assert n == 3 and math.isclose(gap, 1 / 3) and math.isclose(se, np.std([1, 0, 0], ddof=1) / math.sqrt(3))
+
+
+def test_nearest_input():
+    from paperlib.edits import nearest_input
+
+    x = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(nearest_input(x + 0.01, x), torch.arange(5))
+    assert torch.equal(nearest_input(x[[3, 1]], x), torch.tensor([3, 1]))
