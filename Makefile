@@ -7,7 +7,7 @@ PROFILE ?= full
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit notebooks book lint clean bench train classifiers
+.PHONY: help env test unit notebooks book lint clean bench bench-robustness train classifiers
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['clarep-book']['no-deps']))")
 	@rm -f $(VENV)/.installed-* && touch $@
 
 lint: env ## ruff on the library and the tests
@@ -39,6 +40,9 @@ book: env ## Execute the notebooks (full profile) and build the HTML book into _
 
 bench: env ## Subspace/Krylov vs exact Jacobian SVD on the 32x32 CDM, interleaved and repeated (BENCH_ARGS="--repeats 5")
 	$(PY) bench/clarid_bench.py $(BENCH_ARGS)
+
+bench-robustness: env ## Images per second per attack and corruption on a CIFAR ResNet-18, interleaved (BENCH_ARGS="--repeats 5")
+	$(PY) bench/robustness_bench.py $(BENCH_ARGS)
 
 train: env ## Train a 100-minute piece of a book CDM, resuming where it stopped (DATASET=shapes|cifar10 [STEPS=n])
 	$(PY) -m paperlib.train --dataset $(DATASET) --profile full --max-minutes 100 $(if $(STEPS),--steps $(STEPS))

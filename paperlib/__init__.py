@@ -7,6 +7,8 @@ A reproduction of "Canonical Latent Representations in Conditional Diffusion Mod
 - :mod:`paperlib.clarid`: extraneous directions, EVR, elbow, projection, CLARID.
 - :mod:`paperlib.toy`: the 2-D hierarchical toy process and its MLP denoiser.
 - :mod:`paperlib.data`: datasets (embedded shapes, CIFAR-10).
+- :mod:`paperlib.corruptions`: the CIFAR-10-C corruptions (15 types x 5 severities).
+- :mod:`paperlib.robustness`: attacks, corruptions and the Backgrounds Challenge, evaluated per student.
 - :mod:`paperlib.cache`: artifacts keyed by their config, with manifests.
 - :mod:`paperlib.plotting`: the book's figures.
 - :mod:`paperlib.setup`: seeding, device and versions for notebooks.

@@ -562,14 +562,18 @@ def _with_background(data: ShapesData, donor: np.ndarray) -> ShapesData:
 
 
 def backgrounds_challenge(data: ShapesData, seed: SeedLike) -> dict[str, ShapesData]:
-    """The four Backgrounds Challenge splits used by the paper (Table 2), as exact composites.
+    """The Backgrounds Challenge splits (the paper's four of Table 2, and Mixed-Next), as exact composites.
 
     - ``original``: ``data`` unchanged;
     - ``only_fg``: the background set to black (``bg_family`` = -1, ``bg_donor`` = -1, other ``bg_*`` NaN);
     - ``mixed_same``: foreground on the background of another random image of the same class (itself only if
       the class has a single image);
     - ``mixed_rand``: foreground on the background of a random image of a uniformly random class (the own
-      class included, as in Xiao et al.).
+      class included, as in Xiao et al.);
+    - ``mixed_next``: foreground on the background of a random image of the next class (``y + 1`` cyclically
+      among the classes present; Xiao et al.'s fixed wrong-class pairing).
+
+    ``mixed_next`` is drawn after the other splits, so they are what they were before it was added.
 
     Labels, masks and foreground factors are kept; ``backgrounds`` and the ``bg_*`` factors are the donor's.
 
@@ -578,7 +582,7 @@ def backgrounds_challenge(data: ShapesData, seed: SeedLike) -> dict[str, ShapesD
         seed: ``int >= 0`` or ``numpy.random.Generator``.
 
     Returns:
-        ``{"original", "only_fg", "mixed_same", "mixed_rand"} -> ShapesData``.
+        ``{"original", "only_fg", "mixed_same", "mixed_rand", "mixed_next"} -> ShapesData``.
     """
     if not isinstance(data, ShapesData) or len(data) == 0:
         raise ValueError(f"data must be a non-empty ShapesData, got {type(data).__name__}")
@@ -604,6 +608,12 @@ def backgrounds_challenge(data: ShapesData, seed: SeedLike) -> dict[str, ShapesD
     rand = np.array([pools[int(c)][int(x * len(pools[int(c)]))] for c, x in zip(donor_cls, u, strict=True)])
     rand = rand.astype(np.int64).reshape(n)
 
+    # mixed_next: a uniform member of the next class present (cyclically).
+    nxt = classes[(np.searchsorted(classes, labels) + 1) % len(classes)]
+    u = rng.random(n)
+    next_donor = np.array([pools[int(c)][int(x * len(pools[int(c)]))] for c, x in zip(nxt, u, strict=True)])
+    next_donor = next_donor.astype(np.int64).reshape(n)
+
     only_factors = dict(data.factors)
     for key in _BG_FACTORS:
         v = data.factors[key]
@@ -618,6 +628,7 @@ def backgrounds_challenge(data: ShapesData, seed: SeedLike) -> dict[str, ShapesD
         "only_fg": only_fg,
         "mixed_same": _with_background(data, same),
         "mixed_rand": _with_background(data, rand),
+        "mixed_next": _with_background(data, next_donor),
     }
 
 

@@ -171,13 +171,13 @@ def test_model_range_roundtrip(shapes: D.ShapesData) -> None:
 
 
 def test_challenge_keys_and_original(shapes: D.ShapesData, challenge: dict[str, D.ShapesData]) -> None:
-    assert set(challenge) == {"original", "only_fg", "mixed_same", "mixed_rand"}
+    assert set(challenge) == {"original", "only_fg", "mixed_same", "mixed_rand", "mixed_next"}
     assert torch.equal(challenge["original"].images, shapes.images)
     for split in challenge.values():
         assert torch.equal(split.labels, shapes.labels) and torch.equal(split.masks, shapes.masks)
 
 
-@pytest.mark.parametrize("key", ["mixed_same", "mixed_rand"])
+@pytest.mark.parametrize("key", ["mixed_same", "mixed_rand", "mixed_next"])
 def test_challenge_mixed_exact(shapes: D.ShapesData, challenge: dict[str, D.ShapesData], key: str) -> None:
     split = challenge[key]
     donor = split.factors["bg_donor"]
@@ -203,6 +203,27 @@ def test_challenge_mixed_rand_donors(shapes: D.ShapesData, challenge: dict[str, 
         assert len(torch.unique(donor_cls[shapes.labels == cls])) >= 8
     own = (challenge["mixed_rand"].factors["bg_family"] == shapes.labels).float().mean()
     assert own < 0.25  # the shortcut is broken
+
+
+def test_challenge_mixed_next_donors(shapes: D.ShapesData, challenge: dict[str, D.ShapesData]) -> None:
+    donor = challenge["mixed_next"].factors["bg_donor"]
+    assert torch.equal(shapes.labels[donor], (shapes.labels + 1) % N_CLS)
+    assert len(torch.unique(donor)) > len(shapes) // 4  # random members, not one donor per class
+
+
+def test_challenge_mixed_next_keeps_the_other_splits(shapes: D.ShapesData) -> None:
+    """Mixed-Next is drawn last: the other splits equal a replay of the draws made before it existed."""
+    small = shapes.subset(torch.arange(300))
+    got = D.backgrounds_challenge(small, seed=5)
+    rng = np.random.default_rng(5)
+    labels = small.labels.numpy()
+    same = np.arange(len(labels))
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        if len(members) > 1:
+            same[members] = members[(np.arange(len(members)) + rng.integers(1, len(members), len(members)))
+                                    % len(members)]
+    assert torch.equal(got["mixed_same"].factors["bg_donor"], torch.from_numpy(same))
 
 
 def test_challenge_only_fg(shapes: D.ShapesData, challenge: dict[str, D.ShapesData]) -> None:
