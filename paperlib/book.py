@@ -29,8 +29,8 @@ BUILD_DIR = REPO_ROOT / "_build"
 
 
 def notebooks() -> list[Path]:
-    """The book's notebooks in reading order (``notebooks/NN_slug.ipynb``)."""
-    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    """The book's notebooks in reading order (``notebooks/NN_slug.ipynb``, ``NNb_slug`` after ``NN``)."""
+    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]*_*.ipynb"))
 
 
 def profile_parameters(profile: str, stem: str) -> dict:

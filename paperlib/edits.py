@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from paperlib.cache import config_key, load_or_compute_chunked
+from paperlib.cache import artifact_exists, artifact_path, config_key, load_artifact, load_or_compute_chunked
 from paperlib.canonical import ClaridConfig, _check_run_inputs, jacobian_target
 from paperlib.clarid import elbow_index, explained_variance_ratio, extraneous_directions, project_out
 from paperlib.controls import CONTROLS, control_directions, energy_fraction, lowfreq_basis
@@ -43,6 +43,8 @@ STAGE_VERSION = 1
 
 METHODS = ("clarid", *CONTROLS)
 """Projection methods of an edit run; ``cfg`` (no projection) is always added."""
+
+DATASET_NAMES = {"shapes": "shapes", "cifar10": "CIFAR-10"}
 
 K_STAR = -1
 """The ``k`` of an edit that removes each image's own ``k*`` directions (elbow of its EVR curve)."""
@@ -251,6 +253,25 @@ def edit_batch(
     return out
 
 
+def _run_config(model_key: str, ecfg: EditConfig, t_star: int, indices: Tensor) -> dict:
+    # Keyed by what this t*'s outputs depend on, so runs whose configs differ elsewhere share it.
+    return {"model": model_key, "clarid": replace(ecfg.clarid, t_star=t_star, fixed_ks=()).to_dict(),
+            "t_star": int(t_star), "edits": [e.name for e in ecfg.edits(t_star)], "n_freq": ecfg.n_freq,
+            "indices_sha": config_key(indices.tolist())}
+
+
+def cached_edit_run(model_key: str, images: Tensor, labels: Tensor, indices: Tensor, ecfg: EditConfig,
+                    t_star: int) -> dict[str, Tensor] | None:
+    """The finished :func:`edit_run` of a CDM known only by its key (no weights needed), or ``None`` if it
+    has not been run. Provenance (the data) is checked as on every load."""
+    config = _run_config(model_key, ecfg, t_star, check_indices("indices", indices, len(images)))
+    for pub in (True, False):
+        path = artifact_path(STAGE, config, STAGE_VERSION, pub)
+        if artifact_exists(path):
+            return load_artifact(path, expect={"data": fingerprint(images, labels)})[0]
+    return None
+
+
 def edit_run(
     model: ClassConditionalUNet,
     model_key: str,
@@ -278,10 +299,7 @@ def edit_run(
         raise ValueError(f"t_star must be one of the run's {ecfg.all_t_stars()}, got {t_star}")
     _check_run_inputs(model, images, labels, ecfg.clarid)
     indices = check_indices("indices", indices, len(images))
-    # Keyed by what this t*'s outputs depend on, so runs whose configs differ elsewhere share it.
-    config = {"model": model_key, "clarid": replace(ecfg.clarid, t_star=t_star, fixed_ks=()).to_dict(),
-              "t_star": int(t_star), "edits": [e.name for e in ecfg.edits(t_star)], "n_freq": ecfg.n_freq,
-              "indices_sha": config_key(indices.tolist())}
+    config = _run_config(model_key, ecfg, t_star, indices)
 
     def chunk(idx: Tensor) -> dict[str, Tensor]:
         return edit_batch(model, images[idx], labels[idx], alpha_bar, ecfg, t_star, idx)
@@ -491,6 +509,139 @@ def paired_gap(scores: pd.DataFrame, metric: str, a: dict, b: dict) -> tuple[flo
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The chapter's tables
+# ----------------------------------------------------------------------------------------------------------
+
+
+def method_label(method: str, k: int, w: float | None = None) -> str:
+    """A reader's name of an edit: ``"CLARID (k*)"``, ``"span (k=4)"``, ``"pure CFG"``, ``"reconstruction"``."""
+    if method == "cfg":
+        return "reconstruction" if w == 1.0 else "pure CFG"
+    name = "CLARID" if method == "clarid" else method
+    return f"{name} (k*)" if k == K_STAR else f"{name} (k={k})"
+
+
+def control_table(scores: pd.DataFrame, t_star: int, w: float,
+                  metrics: tuple[str, ...] = SUMMARY_METRICS) -> pd.DataFrame:
+    """Every method at ``k*`` beside pure CFG and the reconstruction at one ``(t*, w)``: the size of the edit
+    (``dx``, ``df``), the output's distance to its input (``psnr``, ``ssim``, ``identity``) and what it keeps.
+
+    Returns:
+        One row per edit (index: :func:`method_label`), mean and ``_se`` columns.
+    """
+    sel = scores[(scores.t_star == t_star) & (((scores.w == w) & ((scores.k == K_STAR) | (scores.method == "cfg")))
+                                              | ((scores.method == "cfg") & (scores.w == 1.0)))]
+    s = summarize(sel, by=("method", "k", "w"), metrics=metrics)
+    s.index = [method_label(m, k, ww) for m, k, ww in zip(s.method, s.k, s.w)]
+    order = ["reconstruction", "pure CFG", "CLARID (k*)"] + [f"{c} (k*)" for c in CONTROLS]
+    return s.loc[[o for o in order if o in s.index]].drop(columns=["method", "k"])
+
+
+def guidance_table(scores: pd.DataFrame, t_star: int) -> pd.DataFrame:
+    """The guidance sweep: the ``k*`` edits of every method and pure CFG at each scale ``w`` (summaries)."""
+    sel = scores[(scores.t_star == t_star) & ((scores.k == K_STAR) | (scores.method == "cfg"))]
+    s = summarize(sel, by=("method", "w"))
+    s["method"] = s.method.replace({"cfg": "pure CFG"})
+    return s
+
+
+def guidance_sentence(sweep: pd.DataFrame, dataset: str, w: float, z: float = 2.0) -> str:
+    """One sentence from :func:`guidance_table`: CLARID's class kept without guidance and at ``w``, beside pure
+    CFG and the isotropic control at ``w`` (differences beyond ``z`` s.e. named)."""
+    def get(method: str, scale: float) -> tuple[float, float]:
+        r = sweep[(sweep.method == method) & (sweep.w == scale)]
+        return (float(r.correct.iloc[0]), float(r.correct_se.iloc[0])) if len(r) else (math.nan, math.nan)
+
+    c1, c1s = get("clarid", 1.0)
+    cw, cws = get("clarid", w)
+    pw, _ = get("pure CFG", w)
+    iw, iws = get("isotropic", w)
+    if math.isnan(cw):
+        return f"On {DATASET_NAMES.get(dataset, dataset)} the sweep has no CLARID edit at w = {w:g}."
+    cmp = ("above" if cw - iw > z * math.hypot(cws, iws) else "below" if iw - cw > z * math.hypot(cws, iws)
+           else "within two standard errors of")
+    name = DATASET_NAMES.get(dataset, dataset)
+    first = "" if math.isnan(c1) else f"{c1:.2f} ± {c1s:.2f} of its outputs without guidance and "
+    return (f"On {name}, CLARID keeps the class in {first}{cw:.2f} ± {cws:.2f} at w = {w:g}: {cmp} the isotropic "
+            f"control at the same w ({iw:.2f}); pure CFG keeps it in {pw:.2f}.")
+
+
+def edit_map(scores: pd.DataFrame, w: float, metric: str = "correct", method: str = "clarid") -> pd.DataFrame:
+    """``method``'s mean ``metric`` over the map: rows ``t*``, columns ``k`` (``k*`` last)."""
+    s = summarize(scores[(scores.method == method) & (scores.w == w)], by=("t_star", "k", "k_label"),
+                  metrics=(metric,))
+    s["order"] = s.k.where(s.k != K_STAR, 10**9)
+    t = s.sort_values("order").pivot_table(index="t_star", columns="k_label", values=metric, sort=False)
+    return t
+
+
+def map_gaps(scores: pd.DataFrame, w: float, metric: str = "correct", controls: tuple[str, ...] = CONTROLS,
+             method: str = "clarid") -> pd.DataFrame:
+    """:func:`matched_comparison` at every ``t*`` of the map, for every control (long format)."""
+    frames = [matched_comparison(scores, t, w, metric=metric, method=method, controls=controls)
+              for t in sorted(scores.t_star.unique())]
+    return pd.concat([f for f in frames if not f.empty], ignore_index=True)
+
+
+def edit_regime(scores: pd.DataFrame, w: float, keep_identity: float = 0.5, z: float = 2.0) -> pd.DataFrame:
+    """Where, if anywhere, CLARID edits rather than regenerates (issue 13, item 3; the rule is ours).
+
+    A cell ``(t*, k)`` of CLARID's map qualifies when all hold:
+
+    - *keeps the class*: its class kept is not significantly below the plain reconstruction's at that ``t*``
+      (paired over images, ``z`` standard errors);
+    - *keeps the identity*: at least ``keep_identity`` of its outputs are nearer their own input than any
+      other input of the run (:func:`nearest_input`);
+    - *removes class-correlated background beyond its controls* (shapes, where ``class_from_bg_own`` exists):
+      on inputs on their own class's background, the class is read from its backgrounds significantly less
+      often than from every control's at the same distance to the input (:func:`matched_comparison`), and
+      at least one control is matched; on CIFAR-10, where no background can be measured, its class kept
+      is not significantly below any matched control's at the same distance.
+
+    Returns:
+        One row per cell: ``t_star``, ``k_label``, ``class kept``, ``identity``, ``psnr``, the three tests
+        and ``edits`` (all three hold).
+    """
+    bg = "class_from_bg_own" in scores and scores["class_from_bg_own"].notna().any()
+    metric = "class_from_bg_own" if bg else "correct"
+    gaps = map_gaps(scores, w, metric)
+    rows = []
+    clarid = scores[(scores.method == "clarid") & (scores.w == w)]
+    for (t, k), d in clarid.groupby(["t_star", "k"]):
+        rec = {"method": "cfg", "k": 0, "w": 1.0, "t_star": t}
+        gap, se, _ = paired_gap(scores, "correct", {"method": "clarid", "k": k, "w": w, "t_star": t}, rec)
+        g = gaps[(gaps.t_star == t) & (gaps.k == k)]
+        matched = g[g.verdict != "unmatched"]
+        beyond = (len(matched) > 0 and (matched.verdict == "below").all() if bg
+                  else len(matched) > 0 and (matched.verdict != "below").all())
+        rows.append({"t_star": int(t), "k": int(k), "k_label": d.k_label.iloc[0], "class kept": d.correct.mean(),
+                     "identity": d.identity.mean(), "psnr": d.psnr.mean(),
+                     "keeps class": bool(gap >= -z * se), "keeps identity": bool(d.identity.mean() >= keep_identity),
+                     "beyond controls": bool(beyond)})
+    out = pd.DataFrame(rows)
+    out["edits"] = out["keeps class"] & out["keeps identity"] & out["beyond controls"]
+    return out
+
+
+def regime_sentence(regime: pd.DataFrame, dataset: str) -> str:
+    """One sentence from :func:`edit_regime`: the cells where CLARID edits, or why no cell qualifies."""
+    name = DATASET_NAMES.get(dataset, dataset)
+    what = ("while removing more class-correlated background than its matched controls" if dataset == "shapes"
+            else "and does at least as well as its matched controls at the same distance")
+    hits = regime[regime.edits]
+    if len(hits):
+        cells = ", ".join(f"(t*={t}, k={k})" for t, k in zip(hits.t_star, hits.k_label))
+        return (f"On {name}, CLARID keeps the class and the input's identity {what} in "
+                f"{len(hits)} of {len(regime)} cells of the map: {cells}.")
+    n_cls = int((~regime["keeps class"]).sum())
+    n_id = int((~regime["keeps identity"]).sum())
+    n_ctrl = int((~regime["beyond controls"]).sum())
+    return (f"On {name}, no cell of the map qualifies: of {len(regime)} cells, {n_cls} lose the class against "
+            f"the plain reconstruction, {n_id} lose the input's identity and {n_ctrl} do no better than a "
+            f"matched control at the same distance.")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The book's runs
 # ----------------------------------------------------------------------------------------------------------
 
@@ -540,6 +691,79 @@ def book_edit_runs(
     return {t: edit_run(cdm.model, cdm.manifest["key"], cdm.images, cdm.labels, indices, cdm.alpha_bar, ecfg, t,
                         chunk_size, publish=profile == "full", progress=progress)[0]
             for t in (t_stars or ecfg.all_t_stars())}
+
+
+def _inputs(cdm, dataset: str, run: dict[str, Tensor]):
+    from paperlib.data import load_shapes
+
+    shapes = load_shapes(cdm.recipe.data)[0].subset(run["indices"]) if dataset == "shapes" else None
+    return cdm.images[run["indices"]], shapes
+
+
+def book_edit_scores(
+    cdm, profile: str, dataset: str, ecfg: EditConfig, n: int, classifiers: dict[str, nn.Module],
+    probes: dict[str, nn.Module] | None = None, t_stars: list[int] | None = None, seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """:func:`edit_scores` of every :func:`book_edit_runs` run (run first if needed), one frame."""
+    runs = book_edit_runs(cdm, profile, dataset, ecfg, n, t_stars, seed, progress=progress)
+    frames = []
+    for t, run in runs.items():
+        inputs, shapes = _inputs(cdm, dataset, run)
+        frames.append(edit_scores(run, inputs, classifiers, t, shapes, probes if shapes is not None else None))
+    return pd.concat(frames, ignore_index=True)
+
+
+def scaling_scores(
+    cdm, profile: str, dataset: str, ecfg: EditConfig, n: int, steps: list[int], classifiers: dict[str, nn.Module],
+    probes: dict[str, nn.Module] | None = None, seed: int = 0,
+) -> tuple[pd.DataFrame, list[int]]:
+    """The main-``t*`` edit runs of earlier or later CDM checkpoints of the book's run, read by key
+    (:func:`paperlib.train.checkpoint_key`; made with ``python -m paperlib.edits --steps S``).
+
+    Args:
+        cdm: The book's CDM (its data and image indices).
+        steps: Checkpoints to read.
+
+    Returns:
+        ``(scores with a "steps" column, steps not yet run)``.
+    """
+    from paperlib.train import checkpoint_key
+
+    indices = book_edit_indices(cdm, dataset, n, seed)
+    frames, missing = [], []
+    for s in steps:
+        run = cached_edit_run(checkpoint_key(dataset, s, profile), cdm.images, cdm.labels, indices, ecfg,
+                              ecfg.main_t_star)
+        if run is None:
+            missing.append(s)
+            continue
+        inputs, shapes = _inputs(cdm, dataset, run)
+        frames.append(edit_scores(run, inputs, classifiers, ecfg.main_t_star, shapes, probes).assign(steps=s))
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), missing
+
+
+def scaling_table(scores: pd.DataFrame, w: float, metrics: tuple[str, ...] = ("correct", "psnr", "identity")
+                  ) -> pd.DataFrame:
+    """Per checkpoint: CLARID at ``k*`` and, at the same distance to the input, each control (interpolated
+    along its ``k`` curve), so the gap can be read as the CDM improves.
+
+    Returns:
+        One row per ``(steps, method)`` with each metric, its ``_se`` and, for the controls, the interpolated
+        ``correct`` at CLARID's PSNR (``correct_at_clarid_psnr``).
+    """
+    rows = []
+    for s, d in scores.groupby("steps"):
+        t = int(d.t_star.iloc[0])
+        summ = summarize(d[(d.w == w) & ((d.k == K_STAR) | (d.method == "cfg"))], by=("method",), metrics=metrics)
+        gaps = matched_comparison(d, t, w)
+        for _, r in summ.iterrows():
+            row = {"steps": int(s), "method": r.method, **{m: r[m] for m in metrics},
+                   **{f"{m}_se": r[f"{m}_se"] for m in metrics}}
+            g = gaps[(gaps.control == r.method) & (gaps.k == K_STAR)]
+            row["correct_at_clarid_psnr"] = g.control_value.iloc[0] if len(g) else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> None:

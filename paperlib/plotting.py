@@ -19,6 +19,9 @@ METHOD_COLORS: dict[str, str] = {
     "cfg": "#dd8452",
     "clarid": "#c44e52",
     "random": "#8172b3",
+    "isotropic": "#8172b3",
+    "span": "#937860",
+    "lowfreq": "#55a868",
     "vanilla": "#4c72b0",
     "dmdistill": "#55a868",
     "cfgdistill": "#dd8452",
@@ -347,4 +350,50 @@ def two_stage_curves(curves: Mapping[str, pd.DataFrame], t_star: Mapping[str, in
         ax.set_title(ds)
         ax.legend(fontsize=6)
     fig.tight_layout()
+    return fig
+
+
+def method_curves(summary: pd.DataFrame, x: str, panels: Mapping[str, str], xlabel: str,
+                  methods: Sequence[str] | None = None, invert_x: bool = False, xlog: bool = False,
+                  hlines: Mapping[str, float] | None = None) -> Figure:
+    """One panel per metric (title -> column of ``summary``), one line per method with ± s.e. bars.
+
+    Args:
+        summary: :func:`paperlib.edits.summarize`-style rows with ``method``, ``x``, each panel's column and its
+            ``<column>_se`` (``x`` may have an ``_se`` too, drawn as horizontal bars).
+        x: Column on the horizontal axis (e.g. ``w``, ``psnr``, ``steps``).
+        panels: Panel title -> column.
+        xlabel: Axis label.
+        methods: Order and subset of methods (default: as they appear).
+        invert_x: Draw the axis decreasing (e.g. PSNR: farther from the input to the right).
+        xlog: Logarithmic horizontal axis.
+        hlines: Panel title -> a reference level drawn dotted (e.g. the originals' value).
+    """
+    methods = list(methods or dict.fromkeys(summary.method))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6), squeeze=False)
+    for ax, (title, col) in zip(axes[0], panels.items()):
+        for m in methods:
+            d = summary[summary.method == m].sort_values(x)
+            if d.empty or d[col].isna().all():
+                continue
+            ax.errorbar(d[x], d[col], yerr=d.get(f"{col}_se"), xerr=d.get(f"{x}_se"), marker="o", ms=3, lw=1.2,
+                        capsize=2, color=METHOD_COLORS.get(m, None), label=m)
+        if hlines and title in hlines:
+            ax.axhline(hlines[title], color="k", ls=":", lw=1)
+        if invert_x:
+            ax.invert_xaxis()
+        if xlog:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+    axes[0, -1].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def empty_figure(message: str) -> Figure:
+    """A small placeholder figure that says why there is nothing to draw (e.g. a run not made yet)."""
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=8)
+    ax.set_axis_off()
     return fig

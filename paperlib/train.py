@@ -498,6 +498,16 @@ def load_book_cdm(dataset: str, profile: str, progress: bool = True) -> BookCDM:
     return BookCDM(model, recipe, manifest, images, labels)
 
 
+def checkpoint_key(dataset: str, steps: int, profile: str = "full") -> str:
+    """The manifest key of the book's ``dataset`` run after ``steps`` steps, as :func:`load_cdm_at` gives it:
+    the finished-model key at a milestone (every :data:`MILESTONE_EVERY` steps, and the book's length), else
+    ``<run_key>@<steps>`` (a resume checkpoint's EMA)."""
+    recipe = cdm_recipe(dataset, profile, steps)
+    if steps % MILESTONE_EVERY == 0 or steps == BOOK_STEPS.get(dataset):
+        return recipe.key
+    return f"{recipe.run_key}@{steps}"
+
+
 def load_cdm_at(dataset: str, steps: int, profile: str = "full", checkpoint: str | Path | None = None) -> BookCDM:
     """The book's CDM run of ``dataset`` after ``steps`` steps, for the scaling study (issue 13, item 6):
     :func:`load_run_at` of ``cdm_recipe(dataset, profile, steps)``."""

@@ -117,6 +117,9 @@ def test_edit_run_resumes_and_matches_batches(model, tmp_path, monkeypatch):
     assert torch.equal(run["labels"], labels[idx]) and manifest["config"]["t_star"] == 300
     with pytest.raises(ValueError, match="t_star must be one of"):
         edit_run(model, "m", images, labels, idx, AB, ECFG, 700, progress=False)
+    cached = edits.cached_edit_run("m", images, labels, idx, ECFG, 300)  # found by key, no model needed
+    assert all(torch.equal(cached[k], run[k]) for k in run)
+    assert edits.cached_edit_run("other", images, labels, idx, ECFG, 300) is None
 
 
 class _Oracle(torch.nn.Module):
@@ -198,3 +201,46 @@ def test_nearest_input():
     x = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(nearest_input(x + 0.01, x), torch.arange(5))
     assert torch.equal(nearest_input(x[[3, 1]], x), torch.tensor([3, 1]))
+
+
+def _regime_scores(clarid_bg: float):
+    """Shapes-like scores at one t*: CLARID k=1 at 30 dB keeps class and identity; its class-from-own-bg is
+    ``clarid_bg``; the isotropic control's curve runs from 0.9 (k=0, 40 dB) to 0.5 (20 dB)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    spec = [("cfg", 0, 1.0, 45.0, 0.9), ("cfg", 0, 3.0, 40.0, 0.9), ("isotropic", 4, 3.0, 20.0, 0.5),
+            ("clarid", 1, 3.0, 30.0, clarid_bg)]
+    for method, k, w, p, bg in spec:
+        for i in range(300):
+            rows.append({"image": i, "t_star": 900, "method": method, "k": k, "k_label": str(k), "w": w,
+                         "psnr": p, "correct": 1.0, "identity": 1.0, "own_bg": True,
+                         "class_from_bg_own": float(rng.random() < bg)})
+    return pd.DataFrame(rows)
+
+
+def test_edit_regime_finds_the_cell_that_beats_its_control_at_equal_distance():
+    # At 30 dB the control reads the class from 0.7 of own backgrounds; CLARID 0.3: fewer, so it edits.
+    regime = edits.edit_regime(_regime_scores(0.3), 3.0)
+    assert regime.edits.tolist() == [True]
+    assert "1 of 1 cells" in edits.regime_sentence(regime, "shapes")
+    regime = edits.edit_regime(_regime_scores(0.7), 3.0)  # as much as the control: no regime
+    assert regime.edits.tolist() == [False] and regime["keeps class"].all() and regime["keeps identity"].all()
+    assert "no cell of the map qualifies" in edits.regime_sentence(regime, "shapes")
+
+
+def test_chapter_tables_on_a_real_run(model):
+    images, labels = _images(3)
+    run = edit_batch(model, images, labels, AB, ECFG, 500, torch.arange(3))
+    run["labels"] = labels
+    scores = edit_scores(run, images, {"oracle": _Oracle()}, 500)
+    table = edits.control_table(scores, 500, 3.0)
+    assert table.index.tolist() == ["reconstruction", "pure CFG", "CLARID (k*)", "span (k*)", "lowfreq (k*)",
+                                    "isotropic (k*)"]
+    assert (table.loc["reconstruction", "dx"] == 0) and (table.loc["CLARID (k*)", "dx"] > 0)
+    sweep = edits.guidance_table(scores, 500)
+    assert sorted(sweep.w.unique()) == [1.0, 2.0, 3.0] and "pure CFG" in set(sweep.method)
+    assert edits.guidance_sentence(sweep, "cifar10", 3.0).startswith("On CIFAR-10, CLARID keeps the class in")
+    m = edits.edit_map(scores, 3.0)
+    assert list(m.columns) == ["1", "5", "k*"] and m.index.tolist() == [500]
+    scaling = edits.scaling_table(scores.assign(steps=10), 3.0)
+    assert set(scaling.method) == {"cfg", *edits.METHODS} and (scaling.steps == 10).all()
