@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -189,16 +190,63 @@ def _json_text(manifest: dict) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
 
 
-def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict) -> dict:
+PUBLISH_MAX_BYTES = 19 * 2**20
+"""Published artifacts larger than this are split into shards (every committed file stays under 20 MiB)."""
+
+PART_KEY = "paperlib.part"
+"""safetensors header metadata entry of a shard (JSON: the head's file name, index, tensors' hash)."""
+
+
+def _nbytes(tensors: Mapping[str, Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _split_rows(tensors: dict[str, Tensor], max_bytes: int) -> tuple[list[dict[str, Tensor]], list[str], int]:
+    """Split the tensors that share the most common first dimension into row shards of at most ``max_bytes``
+    (with the other tensors in shard 0). Returns ``(shards, split names, rows)``."""
+    dims = [t.shape[0] for t in tensors.values() if t.ndim >= 1]
+    rows = max(set(dims), key=lambda d: sum(t.numel() * t.element_size() for t in tensors.values()
+                                            if t.ndim >= 1 and t.shape[0] == d))
+    split = sorted(k for k, t in tensors.items() if t.ndim >= 1 and t.shape[0] == rows)
+    fixed = _nbytes({k: t for k, t in tensors.items() if k not in split})
+    per_row = _nbytes({k: tensors[k] for k in split}) / rows
+    budget = max_bytes - fixed - 65536  # headroom for headers
+    if budget < per_row:
+        raise ValueError(f"cannot shard below {max_bytes} bytes: one row is {per_row:.0f} bytes and the unsplit "
+                         f"tensors take {fixed}")
+    n = max(1, math.ceil(rows * per_row / budget))
+    bounds = torch.linspace(0, rows, n + 1).round().long().tolist()
+    shards = [{k: tensors[k][a:b].contiguous() for k in split} for a, b in zip(bounds[:-1], bounds[1:])]
+    shards[0].update({k: t for k, t in tensors.items() if k not in split})
+    return shards, split, rows
+
+
+def _part_name(path: Path, index: int, part: Mapping[str, Tensor]) -> str:
+    return f"{path.name.split('.')[0]}.part{index}-{tensors_sha256(part)[:12]}.safetensors"
+
+
+def _parts_of(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name.split('.')[0]}.part*-*.safetensors"))
+
+
+def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict, max_bytes: int | None = None) -> dict:
     """Save tensors with their manifest in the safetensors header, and a JSON copy ``<path>.json``.
 
     The tensor file's rename is the commit; the JSON copy follows (repaired on load if a kill fell
     between the two). Other writers of the directory wait for the lock.
 
+    With ``max_bytes``, tensors larger than that are split along their shared first dimension into shards:
+    ``<path>`` holds the first rows, the unsplit tensors and the manifest (which lists the other shards),
+    ``<stem>.part<i>-<hash>.safetensors`` the rest. Shards are written before ``<path>`` and named by their
+    content, so the rename of ``<path>`` is still the single commit: a kill leaves the previous artifact and
+    its shards intact. Shards that the new manifest does not list are deleted after the commit.
+
     Args:
         path: ``<dir>/<name>.safetensors``.
         tensors: Name -> tensor (moved to CPU, made contiguous).
-        manifest: JSON-able fields; ``file``, ``format`` and ``tensors_sha256`` are added.
+        manifest: JSON-able fields; ``file``, ``format``, ``tensors_sha256`` (over all tensors, unsplit) and,
+            when sharded, ``shards`` are added.
+        max_bytes: Largest file to write; ``None``: one file whatever its size.
 
     Returns:
         The manifest as written to the JSON copy (with the file's ``sha256``).
@@ -206,6 +254,11 @@ def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict) -> dic
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     full = {**manifest, "file": path.name, "format": FORMAT, "tensors_sha256": tensors_sha256(tensors)}
+    shards = [tensors]
+    if max_bytes is not None and _nbytes(tensors) > max_bytes:
+        shards, split, rows = _split_rows(tensors, max_bytes)
+        full["shards"] = {"rows": rows, "split": split,
+                          "files": [_part_name(path, i, p) for i, p in enumerate(shards) if i > 0]}
     full = json.loads(json.dumps(full, default=str))  # the manifest as it will read back
     full.pop("sha256", None)
     header = json.dumps(full, sort_keys=True)
@@ -213,10 +266,37 @@ def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict) -> dic
     with dir_lock(path.parent):
         remove_stale_tmp(path)
         remove_stale_tmp(path.with_suffix(".json"))
-        write_durable(path, lambda p: save_file(tensors, str(p), metadata={MANIFEST_KEY: header}))
+        keep = set(full.get("shards", {}).get("files", []))
+        for i, part in enumerate(shards[1:], start=1):
+            part_path = path.parent / _part_name(path, i, part)
+            remove_stale_tmp(part_path)
+            meta = json.dumps({"of": path.name, "index": i, "tensors_sha256": tensors_sha256(part)})
+            write_durable(part_path, lambda p, part=part, meta=meta: save_file(part, str(p),
+                                                                                metadata={PART_KEY: meta}))
+        write_durable(path, lambda p: save_file(shards[0], str(p), metadata={MANIFEST_KEY: header}))
+        for old in _parts_of(path):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
         sidecar = {**full, "sha256": sha256_file(path)}
         write_durable(path.with_suffix(".json"), lambda p: p.write_text(_json_text(sidecar)))
     return sidecar
+
+
+def _merge_shards(path: Path, tensors: dict[str, Tensor], header: dict) -> dict[str, Tensor]:
+    """Concatenate a sharded artifact's rows in order (the hash over the result is checked by the caller)."""
+    info = header["shards"]
+    parts = [tensors]
+    for name in info["files"]:
+        part_path = path.parent / name
+        if not part_path.is_file():
+            raise ArtifactError(f"{path}: its shard {name} is missing; restore it (e.g. git checkout) or delete "
+                                f"{path.name} to recompute")
+        parts.append(load_file(str(part_path)))
+    try:
+        merged = {k: torch.cat([p[k] for p in parts]) for k in info["split"]}
+    except (KeyError, RuntimeError) as exc:
+        raise ArtifactError(f"{path}: its shards do not fit together ({exc}); delete it to recompute") from exc
+    return {**tensors, **merged}
 
 
 def _read_header(path: Path) -> dict | None:
@@ -308,6 +388,8 @@ def load_artifact(
         tensors = load_file(str(path))
     else:
         tensors = load_file(str(path))
+        if "shards" in header:
+            tensors = _merge_shards(path, tensors, header)
         if verify and tensors_sha256(tensors) != header.get("tensors_sha256"):
             raise ArtifactError(f"{path}: tensors do not match the hash in its header (corrupt); delete it")
         _check_name(path, header)
@@ -404,7 +486,7 @@ def load_or_compute(
         "machine": f"{platform.machine()} {os.cpu_count()} cpu",
     }
     path = artifact_path(stage, config, version, publish)
-    manifest = save_artifact(path, tensors, manifest)
+    manifest = save_artifact(path, tensors, manifest, PUBLISH_MAX_BYTES if publish else None)
     if verbose:
         log.info("computed %s in %s s, saved to %s/%s", stage, manifest["wall_time_s"], stage, path.name)
     return tensors, manifest

@@ -226,3 +226,49 @@ def test_record_choice_is_safe_with_two_writers_and_kills(tmp_path, monkeypatch)
         json.loads(_choices_path("smoke").read_text())
     assert load_choice("smoke", "a", "c0") == 0  # a reader clears what a killed writer left
     assert not [p for p in _choices_path("smoke").parent.iterdir() if p.name.endswith("tmp")]
+
+
+def test_sharded_artifact_round_trip_and_damage(tmp_path):
+    from paperlib.cache import ArtifactError, load_artifact, save_artifact
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"img": torch.randint(0, 256, (100, 3, 32, 32), generator=g, dtype=torch.uint8),
+               "k": torch.arange(100), "sigma": torch.randn(7, 3, generator=g)}
+    path = tmp_path / "abcdef0123456789.safetensors"
+    m = save_artifact(path, tensors, {"key": "abcdef0123456789"}, max_bytes=120_000)
+    parts = sorted(tmp_path.glob("abcdef0123456789.part*"))
+    assert len(parts) == len(m["shards"]["files"]) >= 2 and m["shards"]["rows"] == 100
+    assert all(p.stat().st_size <= 120_000 for p in [path, *parts])
+    back, _ = load_artifact(path)
+    assert set(back) == set(tensors) and all(torch.equal(back[k], v) for k, v in tensors.items())
+    # A re-save with fewer shards removes the ones it no longer lists; unsharded when small enough.
+    save_artifact(path, {k: v[:10] if k != "sigma" else v for k, v in tensors.items()}, {"key": "abcdef0123456789"},
+                  max_bytes=120_000)
+    assert not list(tmp_path.glob("abcdef0123456789.part*")) and load_artifact(path)[0]["img"].shape[0] == 10
+    save_artifact(path, tensors, {"key": "abcdef0123456789"}, max_bytes=120_000)
+    parts = sorted(tmp_path.glob("abcdef0123456789.part*"))
+    parts[-1].unlink()
+    with pytest.raises(ArtifactError, match="shard .* is missing"):
+        load_artifact(path)
+
+
+def test_sharded_save_killed_before_its_commit_keeps_the_previous_artifact(tmp_path, monkeypatch):
+    import paperlib.cache as cache
+
+    g = torch.Generator().manual_seed(1)
+    old = {"img": torch.randint(0, 256, (60, 3, 32, 32), generator=g, dtype=torch.uint8)}
+    new = {"img": torch.randint(0, 256, (60, 3, 32, 32), generator=g, dtype=torch.uint8)}
+    path = tmp_path / "0123456789abcdef.safetensors"
+    cache.save_artifact(path, old, {"key": "0123456789abcdef"}, max_bytes=100_000)
+    real = cache.write_durable
+
+    def die_at_the_head(p, write):
+        if p == path:
+            raise KeyboardInterrupt  # killed after the new shards, before the commit
+        real(p, write)
+
+    monkeypatch.setattr(cache, "write_durable", die_at_the_head)
+    with pytest.raises(KeyboardInterrupt):
+        cache.save_artifact(path, new, {"key": "0123456789abcdef"}, max_bytes=100_000)
+    monkeypatch.setattr(cache, "write_durable", real)
+    assert torch.equal(cache.load_artifact(path)[0]["img"], old["img"])
