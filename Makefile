@@ -7,7 +7,7 @@ PROFILE ?= full
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit notebooks book lint clean bench bench-robustness train classifiers
+.PHONY: help env test unit notebooks book lint clean bench bench-robustness train classifiers edits
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ bench-robustness: env ## Images per second per attack and corruption on a CIFAR 
 
 train: env ## Train a 100-minute piece of a book CDM, resuming where it stopped (DATASET=shapes|cifar10 [STEPS=n])
 	$(PY) -m paperlib.train --dataset $(DATASET) --profile full --max-minutes 100 $(if $(STEPS),--steps $(STEPS))
+
+edits: env ## Chapter 5b's edit runs in resumable chunks (DATASET=shapes|cifar10 N=100 [MAP=1: every t*] [STEPS=s [CHECKPOINT=path]])
+	$(PY) -m paperlib.edits --dataset $(DATASET) --profile full --n $(N) --threads 1 $(if $(MAP),--map) $(if $(STEPS),--steps $(STEPS)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 classifiers: env ## Train chapter 2's three classifiers of a dataset, in resumable pieces (DATASET=shapes|cifar10 [RECIPE=v3] [MINUTES=150])
 	$(PY) -m paperlib.classifiers --dataset $(DATASET) --profile full --threads 1 $(if $(RECIPE),--recipe $(RECIPE)) $(if $(MINUTES),--max-minutes $(MINUTES))
