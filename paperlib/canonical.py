@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import shutil
 import time
 from dataclasses import asdict, dataclass
 
@@ -28,12 +27,11 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from paperlib.cache import config_key, load_artifact, load_or_compute, save_artifact
+from paperlib.cache import config_key, load_or_compute, load_or_compute_chunked
 from paperlib.clarid import METHODS, elbow_index, explained_variance_ratio, extraneous_directions, project_out
 from paperlib.data import fingerprint, from_model_range, to_model_range
 from paperlib.diffusion import ddim_decode, ddim_invert
 from paperlib.models import NUM_TIMESTEPS, ClassConditionalUNet, check_layer_syntax
-from paperlib.paths import ARTIFACTS_DIR, cache_dir
 from paperlib.train import BookCDM
 from paperlib.validate import check_int, check_labels, check_tensor, describe
 
@@ -280,34 +278,21 @@ def clarid_dataset(
     if indices.ndim != 1 or len(indices) == 0 or indices.min() < 0 or indices.max() >= len(images):
         raise ValueError(f"indices must be a non-empty 1-D tensor of rows in 0..{len(images) - 1}")
     config = {"model": model_key, "clarid": cfg.to_dict(), "indices_sha": config_key(indices.tolist())}
-    key = config_key(config, STAGE_VERSION)
-    # Published runs keep their chunks beside the artifacts, so an unfinished run can be committed and resumed.
-    chunk_dir = (ARTIFACTS_DIR if publish else cache_dir()) / STAGE / f"{key}.chunks"
 
-    def compute() -> dict[str, Tensor]:
-        parts = []
-        starts = range(0, len(indices), chunk_size)
-        for start in tqdm(starts, desc=f"CLARID ({len(indices)} images)", disable=not progress):
-            path = chunk_dir / f"{start:06d}.safetensors"
-            if path.exists():
-                parts.append(load_artifact(path)[0])
-                continue
-            idx = indices[start : start + chunk_size]
-            tic = time.perf_counter()
-            part = clarid_batch(model, images[idx], labels[idx], alpha_bar, cfg, idx)
-            part["seconds"] = torch.full((len(idx),), (time.perf_counter() - tic) / len(idx))
-            save_artifact(path, part, {"stage": STAGE, "chunk": start, "key": key})
-            parts.append(part)
-        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        return {**merged, "indices": indices, "labels": labels[indices]}
+    def chunk(start: int, stop: int) -> dict[str, Tensor]:
+        idx = indices[start:stop]
+        tic = time.perf_counter()
+        part = clarid_batch(model, images[idx], labels[idx], alpha_bar, cfg, idx)
+        part["seconds"] = torch.full((len(idx),), (time.perf_counter() - tic) / len(idx))
+        return part
 
     provenance = {"data": fingerprint(images, labels)}
     hint = "The run indexes other images than the ones given here; pass the images it was made from."
-    tensors, manifest = load_or_compute(STAGE, config, compute, STAGE_VERSION, publish, verbose=progress,
-                                        provenance=provenance, hint=hint)
-    if chunk_dir.exists():  # merged: the chunks are no longer needed
-        shutil.rmtree(chunk_dir)
-    return tensors, manifest
+    return load_or_compute_chunked(
+        STAGE, config, len(indices), chunk_size, chunk,
+        finish=lambda merged: {**merged, "indices": indices, "labels": labels[indices]}, version=STAGE_VERSION,
+        publish=publish, verbose=progress, provenance=provenance, hint=hint,
+        desc=f"CLARID ({len(indices)} images)")
 
 
 def decode_k_sweep(

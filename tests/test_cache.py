@@ -226,3 +226,24 @@ def test_record_choice_is_safe_with_two_writers_and_kills(tmp_path, monkeypatch)
         json.loads(_choices_path("smoke").read_text())
     assert load_choice("smoke", "a", "c0") == 0  # a reader clears what a killed writer left
     assert not [p for p in _choices_path("smoke").parent.iterdir() if p.name.endswith("tmp")]
+
+
+def test_chunked_compute_pauses_between_chunks_and_resumes(tmp_path, monkeypatch):
+    from paperlib.cache import ComputeIncomplete, load_or_compute_chunked
+
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    calls = []
+
+    def chunk(start, stop):
+        calls.append((start, stop))
+        return {"x": torch.arange(start, stop, dtype=torch.float32)}
+
+    with pytest.raises(ComputeIncomplete, match="1 of 3 chunks"):
+        load_or_compute_chunked("s", {"a": 1}, 7, 3, chunk, max_seconds=0, verbose=False)
+    tensors, manifest = load_or_compute_chunked("s", {"a": 1}, 7, 3, chunk, finish=lambda m: {"y": m["x"] * 2},
+                                                verbose=False)
+    assert calls == [(0, 3), (3, 6), (6, 7)]  # the saved chunk was not computed again
+    assert torch.equal(tensors["y"], 2 * torch.arange(7, dtype=torch.float32))
+    assert not list(tmp_path.glob("s/*.chunks"))
+    again, _ = load_or_compute_chunked("s", {"a": 1}, 7, 3, chunk, verbose=False)
+    assert len(calls) == 3 and torch.equal(again["y"], tensors["y"])
