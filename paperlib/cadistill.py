@@ -65,6 +65,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -99,6 +100,9 @@ from paperlib.teaching import TeachingBank
 from paperlib.train import TrainingIncomplete as _TrainingIncomplete
 from paperlib.validate import check_int, check_labels, check_tensor, describe
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -106,13 +110,20 @@ __all__ = [
     "CONDITIONS",
     "METHODS",
     "PAIRINGS",
+    "PAPER_TABLE1_CLEAN",
     "Pairing",
     "StudentRecipe",
     "TrainingIncomplete",
+    "accuracy_table",
+    "clean_verdict",
     "book_student",
     "book_students",
     "distill_terms",
+    "history_array",
+    "lambda_sweep",
     "load_or_train_student",
+    "load_student",
+    "loss_terms_on_batch",
     "lr_at",
     "student_recipe",
     "train_student",
@@ -788,3 +799,135 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What chapter 6 reports
+# ----------------------------------------------------------------------------------------------------------
+
+PAPER_TABLE1_CLEAN: dict[str, float] = {"vanilla": 92.4, "dmdistill": 92.9, "cfgdistill": 92.9, "cadistill": 93.1}
+"""The paper's Table 1, clean CIFAR-10 accuracy (%) of its ResNet-18 students (spec §10; one run each)."""
+
+
+def loss_terms_on_batch(
+    banks: dict[str, TeachingBank],
+    images: Tensor,
+    labels: Tensor,
+    recipe: StudentRecipe,
+    n: int = 16,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict]:
+    """Each method's loss terms on one small batch of training images, for one freshly initialised student.
+
+    Args:
+        banks: ``kind -> bank`` for the methods to show (a method whose bank is missing is left out).
+        images: ``[N, 3, S, S]`` uint8 training set.
+        labels: ``[N]`` labels.
+        recipe: The student recipe (its method is replaced per row).
+        n: Batch size.
+        seed: Seeds the student, the batch and the pairing draws.
+
+    Returns:
+        ``(table, info)``: one row per method with ``ce``, ``align``, ``sep``, ``cka`` and the weighted ``loss``
+        (Eq. 6); ``info`` has ``n``, ``classes`` (distinct classes in the batch) and ``fallback``, the anchors
+        of L_sep without a same-class partner among the drawn bank images (Eq. 12).
+    """
+    import pandas as pd
+
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(labels), generator=g)[:n]
+    x, y = images[idx], labels[idx]
+    model = make_student(recipe.student, int(labels.max()) + 1, images.shape[-1], seed=seed)
+    rows = {}
+    for method in METHODS:
+        kind = BANK_OF_METHOD[method]
+        if kind is not None and kind not in banks:
+            continue
+        r = replace(recipe, method=method)
+        bank = None if kind is None else banks[kind]
+        pairing = None if bank is None else Pairing(bank, labels, _pairing_mode(r), int(labels.max()) + 1)
+        with torch.no_grad():
+            terms, _ = distill_terms(model, r, x, y, idx, torch.Generator().manual_seed(seed), bank, pairing)
+        rows[method] = {k: terms[k].item() for k in ("ce", "align", "sep", "cka", "loss")}
+    counts = torch.bincount(y)
+    info = {"n": n, "classes": int((counts > 0).sum()), "fallback": int((counts[y] == 1).sum())}
+    return pd.DataFrame(rows).T, info
+
+
+def history_array(students: dict[tuple[str, int], tuple[Student, dict]], method: str, key: str) -> np.ndarray:
+    """``[seeds, epochs]`` of one history entry (e.g. ``"monitor_acc"``, ``"cka"``) of a method's students."""
+    runs = [m["history"][key] for (meth, _), (_, m) in sorted(students.items()) if meth == method]
+    return np.asarray(runs, dtype=float)
+
+
+def accuracy_table(students: dict[tuple[str, int], tuple[Student, dict]], paper: dict[str, float] | None = None
+                   ) -> pd.DataFrame:
+    """Clean test accuracy (%) per method: mean, std over seeds (sample std), seeds, and the paper's value.
+
+    Args:
+        students: ``{(method, seed): (student, manifest)}`` (:func:`book_students`), or for controls any
+            ``{(name, seed): ...}``.
+        paper: ``name -> %`` shown as the column ``paper`` (e.g. :data:`PAPER_TABLE1_CLEAN`).
+    """
+    import pandas as pd
+
+    rows = {}
+    for (name, _), (_, manifest) in sorted(students.items(), key=lambda kv: kv[0][1]):
+        rows.setdefault(name, []).append(100 * manifest["test_accuracy"])
+    table = pd.DataFrame({name: {"mean": np.mean(v), "std": np.std(v, ddof=1) if len(v) > 1 else np.nan,
+                                 "seeds": len(v)} for name, v in rows.items()}).T
+    table["seeds"] = table["seeds"].astype(int)
+    if paper is not None:
+        table["paper"] = [paper.get(name, np.nan) for name in table.index]
+    return table
+
+
+def lambda_sweep(
+    dataset: str,
+    grid: dict[str, Sequence[float]],
+    seeds: Sequence[int],
+    profile: str = "full",
+    method: str = "cadistill",
+    progress: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """Clean accuracy of CaDistill students with one λ changed at a time (the others at their defaults).
+
+    Args:
+        dataset: Dataset name.
+        grid: ``"align" | "sep" | "cka" -> values``.
+        seeds: Training seeds per value.
+        profile: As :func:`book_students` (the default λ's give the main students, read from the cache).
+        method: ``"cadistill"`` or ``"cfgdistill"``.
+        progress: tqdm bars.
+
+    Returns:
+        ``name -> DataFrame(index=value, columns mean, std, seeds)`` of the test accuracy (fraction).
+    """
+    import pandas as pd
+
+    out = {}
+    for name, values in grid.items():
+        rows = {}
+        for v in values:
+            weights = replace(DistillWeights(), **{name: float(v)})
+            got = book_students(dataset, [method], seeds, profile, weights=weights, progress=progress)
+            acc = [m["test_accuracy"] for _, m in got.values()]
+            rows[float(v)] = {"mean": np.mean(acc), "std": np.std(acc, ddof=1) if len(acc) > 1 else np.nan,
+                              "seeds": len(acc)}
+        out[name] = pd.DataFrame(rows).T.sort_index()
+    return out
+
+
+def clean_verdict(table: pd.DataFrame, method: str = "cadistill", reference: str = "vanilla") -> str:
+    """One clause: is ``method``'s mean clean accuracy above, below or within two standard errors of
+    ``reference``'s (standard errors over seeds, from :func:`accuracy_table`'s ``mean``, ``std``, ``seeds``)?"""
+    from paperlib.metrics import two_standard_errors
+
+    a, b = table.loc[method], table.loc[reference]
+    if a["seeds"] < 2 or b["seeds"] < 2:
+        return f"{method} {a['mean'] - b['mean']:+.2f} points against {reference} (one seed: no error bar)"
+    gap = a["mean"] - b["mean"]
+    noise = two_standard_errors(a["std"] / a["seeds"] ** 0.5, b["std"] / b["seeds"] ** 0.5)
+    if abs(gap) <= noise:
+        return f"{method} is within two standard errors of {reference} ({gap:+.2f} ± {noise:.2f} points)"
+    return f"{method} is {'above' if gap > 0 else 'below'} {reference} by {abs(gap):.2f} points (± {noise:.2f})"

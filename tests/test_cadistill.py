@@ -289,3 +289,45 @@ def test_cli_trains_a_smoke_student_then_loads_it(capsys):
     assert "done: vanilla seed 0: test accuracy" in first
     cadistill.main(["--dataset", "shapes", "--method", "vanilla", "--profile", "smoke", "--max-minutes", "0"])
     assert capsys.readouterr().out.splitlines()[-1] == first.splitlines()[-1]  # loaded, same key and accuracy
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What chapter 6 reports
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _fake_students(accs: dict[str, list[float]]):
+    return {(m, s): (None, {"test_accuracy": a, "history": {"monitor_acc": [a / 2, a]}})
+            for m, v in accs.items() for s, a in enumerate(v)}
+
+
+def test_accuracy_table_and_verdict():
+    from paperlib.cadistill import PAPER_TABLE1_CLEAN, accuracy_table, clean_verdict, history_array
+
+    students = _fake_students({"vanilla": [0.90, 0.91, 0.92], "cadistill": [0.93, 0.94, 0.95]})
+    t = accuracy_table(students, PAPER_TABLE1_CLEAN)
+    assert t.loc["vanilla", "mean"] == pytest.approx(91.0) and t.loc["vanilla", "std"] == pytest.approx(1.0)
+    assert t.loc["cadistill", "seeds"] == 3 and t.loc["cadistill", "paper"] == 93.1
+    # gap 3 points, two standard errors 2 sqrt(2/3) = 1.63: above
+    assert clean_verdict(t) == "cadistill is above vanilla by 3.00 points (± 1.63)"
+    close = accuracy_table(_fake_students({"vanilla": [0.90, 0.92], "cadistill": [0.91, 0.93]}))
+    assert "within two standard errors" in clean_verdict(close)
+    one = accuracy_table(_fake_students({"vanilla": [0.9], "cadistill": [0.95]}))
+    assert "one seed" in clean_verdict(one) and math.isnan(one.loc["vanilla", "std"])
+    arr = history_array(students, "cadistill", "monitor_acc")
+    assert arr.shape == (3, 2) and arr[:, 1].tolist() == [0.93, 0.94, 0.95]
+
+
+def test_loss_terms_on_batch_shows_each_method_and_the_fallback_count():
+    from paperlib.cadistill import loss_terms_on_batch
+
+    banks = {kind: _bank(kind) for kind in ("clarid", "cfg", "raw")}
+    table, info = loss_terms_on_batch(banks, IMAGES, LABELS, _recipe("cadistill"), n=6, seed=0)
+    assert list(table.index) == list(METHODS)
+    assert (table.loc["vanilla", ["align", "sep", "cka"]] == 0).all() and table.loc["dmdistill", "sep"] == 0
+    assert (table.loc["cadistill", ["ce", "align", "sep", "cka"]] > 0).all()
+    idx = torch.randperm(N, generator=torch.Generator().manual_seed(0))[:6]
+    counts = torch.bincount(LABELS[idx])
+    assert info == {"n": 6, "classes": int((counts > 0).sum()), "fallback": int((counts[LABELS[idx]] == 1).sum())}
+    partial, _ = loss_terms_on_batch({"clarid": banks["clarid"]}, IMAGES, LABELS, _recipe("cadistill"), n=6)
+    assert list(partial.index) == ["vanilla", "cadistill"]  # methods without their bank are left out

@@ -177,3 +177,10 @@ def test_distances_reject_non_finite_and_empty_sets():
         sliced_wasserstein(a[:0], a)
     with pytest.raises(ValueError, match="a and b must be finite"):
         psnr(bad, a)
+
+
+def test_two_standard_errors_of_a_difference():
+    from paperlib.metrics import two_standard_errors
+
+    assert two_standard_errors(3.0, 4.0) == pytest.approx(10.0)
+    assert two_standard_errors(0.0, 0.5) == pytest.approx(1.0)
