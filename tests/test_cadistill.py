@@ -19,6 +19,7 @@ from paperlib.cadistill import (
     student_recipe,
     train_student,
 )
+from paperlib.checkpoint import BatchOrder
 from paperlib.data import fingerprint
 from paperlib.distill import DistillWeights, linear_cka
 from paperlib.students import make_student
@@ -73,7 +74,11 @@ def test_random_pairing_draws_fresh_same_class_entries_deterministically():
     for rows in draws:
         assert torch.equal(bank.labels[rows], LABELS)  # same class as the training image
     assert torch.equal(draws[0], draws[1])  # same seed, same draw
-    assert not torch.equal(draws[0], draws[2])  # another step, another draw
+    assert not torch.equal(draws[0], draws[2])  # another seed, another draw
+    # in training, every step's draw comes from its own (seed, epoch, step) generator: fresh at every step
+    order = BatchOrder("per_step", 0, N)
+    steps = [pairing.draw(idx, LABELS, order.generator(e, s)) for e, s in [(0, 0), (0, 1), (1, 0), (0, 0)]]
+    assert torch.equal(steps[0], steps[3]) and len({tuple(r.tolist()) for r in steps[:3]}) == 3
     # uniform over the class's entries, with replacement: every entry of the class turns up, none other
     many = torch.stack([pairing.draw(torch.zeros(1000, dtype=torch.int64), torch.zeros(1000, dtype=torch.int64),
                                      torch.Generator().manual_seed(s)) for s in range(4)]).flatten()
