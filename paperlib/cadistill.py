@@ -107,6 +107,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BANK_OF_METHOD",
+    "BOOK_SWEEP",
     "CONDITIONS",
     "METHODS",
     "PAIRINGS",
@@ -765,6 +766,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sep", type=float, default=None, help="λ_sep")
     parser.add_argument("--cka", type=float, default=None, help="λ_CKA")
     parser.add_argument("--epochs", type=int, default=None, help="default: the book's recipe")
+    parser.add_argument("--sweep", action="store_true",
+                        help="train chapter 6's λ sweep (BOOK_SWEEP, one λ at a time) instead of one setting")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop with a checkpoint after this long (call again to resume)")
@@ -783,18 +786,30 @@ def main(argv: list[str] | None = None) -> None:
     budget = None if args.max_minutes is None else 60 * args.max_minutes
     print(f"{args.dataset}: {args.method} students, seeds {args.seed}, threads {torch.get_num_threads()}, "
           f"{overrides or 'book recipe'}", flush=True)
+    settings = [overrides]
+    if args.sweep:
+        if args.method not in ("cfgdistill", "cadistill") or lambdas:
+            parser.error("--sweep is for cfgdistill/cadistill, without --align/--sep/--cka")
+        settings = [{**overrides, "weights": replace(DistillWeights(), **{name: v})}
+                    for name, values in BOOK_SWEEP.items() for v in values]
+    deadline = None if budget is None else time.perf_counter() + budget
+    students = {}
     try:
-        students = book_students(args.dataset, [args.method], args.seed, args.profile, max_seconds=budget,
-                                 **overrides)
+        for setting in settings:
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            for (method, seed), got in book_students(args.dataset, [args.method], args.seed, args.profile,
+                                                     max_seconds=left, **setting).items():
+                students[(method, seed, str(setting.get("weights", "")))] = got
     except (TrainingIncomplete, ComputeIncomplete) as exc:
         print(f"paused: {exc}")
         return
     except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the step finished and the checkpoint is written
         print("interrupted: checkpoint written; run the same command again to resume", flush=True)
         raise SystemExit(130) from None
-    for (method, seed), (_, manifest) in students.items():
-        print(f"done: {method} seed {seed}: test accuracy {manifest.get('test_accuracy', math.nan):.4f} "
-              f"({manifest['key']}, {manifest['wall_time_s']:.0f} s)")
+    for (method, seed, _), (_, manifest) in students.items():
+        lam = manifest["config"].get("weights") or {}
+        print(f"done: {method} seed {seed}{f' {lam}' if lam else ''}: test accuracy "
+              f"{manifest.get('test_accuracy', math.nan):.4f} ({manifest['key']}, {manifest['wall_time_s']:.0f} s)")
 
 
 if __name__ == "__main__":
@@ -804,6 +819,10 @@ if __name__ == "__main__":
 # ----------------------------------------------------------------------------------------------------------
 # What chapter 6 reports
 # ----------------------------------------------------------------------------------------------------------
+
+BOOK_SWEEP: dict[str, tuple[float, ...]] = {"align": (0.0, 0.1, 0.5, 1.0), "sep": (0.0, 0.1, 0.5, 1.0),
+                                            "cka": (0.0, 0.5, 1.0, 2.0)}
+"""Chapter 6's one-at-a-time λ sweep (:data:`paperlib.distill.LAMBDA_GRID` plus 0, which removes the term)."""
 
 PAPER_TABLE1_CLEAN: dict[str, float] = {"vanilla": 92.4, "dmdistill": 92.9, "cfgdistill": 92.9, "cadistill": 93.1}
 """The paper's Table 1, clean CIFAR-10 accuracy (%) of its ResNet-18 students (spec §10; one run each)."""

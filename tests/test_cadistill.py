@@ -296,6 +296,23 @@ def test_cli_trains_a_smoke_student_then_loads_it(capsys):
     assert capsys.readouterr().out.splitlines()[-1] == first.splitlines()[-1]  # loaded, same key and accuracy
 
 
+def test_cli_sweep_trains_one_lambda_at_a_time(monkeypatch, capsys):
+    calls = []
+
+    def fake(dataset, methods, seeds, profile, max_seconds=None, **setting):
+        calls.append(setting["weights"])
+        return {}
+
+    monkeypatch.setattr(cadistill, "book_students", fake)
+    cadistill.main(["--dataset", "shapes", "--method", "cadistill", "--profile", "smoke", "--sweep"])
+    n = sum(len(v) for v in cadistill.BOOK_SWEEP.values())
+    assert len(calls) == n and len(set(calls)) == n - 2  # the three defaults are one setting
+    default = DistillWeights()
+    assert all(sum(getattr(w, k) != getattr(default, k) for k in ("align", "sep", "cka")) <= 1 for w in calls)
+    with pytest.raises(SystemExit):
+        cadistill.main(["--dataset", "shapes", "--method", "vanilla", "--sweep"])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # What chapter 6 reports
 # ----------------------------------------------------------------------------------------------------------
