@@ -23,7 +23,9 @@ Protocol (for a noisy, shared machine; the house method of ``bench/clarid_bench.
   for CPU time (``process_time``); the spread rule of :mod:`paperlib.benchstats` flags a set "spread too wide to
   trust" when max/min > 2 or IQR/median > 0.5, "too few pairs" below 3. Images per second count the training
   images only (a CaDistill step also pushes ``batch`` bank images through the student).
-- Target: a CaDistill epoch costs <= 1.3x a Vanilla epoch (median paired wall-time ratio).
+- Target: a CaDistill epoch costs <= 1.3x a Vanilla epoch (median paired wall-time ratio). A CFGDistill or
+  CaDistill step pushes twice the images of a Vanilla step through the student (B training and B bank
+  images, spec §8.1), so expect about 2x.
 """
 
 from __future__ import annotations

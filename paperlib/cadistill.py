@@ -27,21 +27,35 @@ Training recipe ([O] deviations from the paper's, spec §8.8, for a 2-core CPU).
 200 epochs, SGD (momentum 0.9), batch 128, lr 0.1, weight decay 5e-4, lr ×0.1 at epochs 100 and 150. Ours
 (:func:`student_recipe`): a **ResNet-20** (:mod:`paperlib.students`) for **30 epochs** with the same optimiser,
 batch, peak lr and weight decay, a 1-epoch linear warm-up and a cosine decay to 0 (a short schedule needs a
-smooth decay), on both datasets (shapes at 16×16, crop padding 2). Measured cost, 1 thread, 2-core machine
-shared with two other 1-thread jobs (CPU seconds per step of batch 128, median of 3; see ``bench/``):
+smooth decay), on both datasets (shapes at 16×16, crop padding 2).
 
-==============  ========  =============  ==========================================================
-method          s/step    × Vanilla      30 CIFAR-10 epochs (390 steps) at the idle machine's 2.5 min
-==============  ========  =============  ==========================================================
-Vanilla         0.8       1              1.3 h
-DMDistill       0.8       ~1.0           1.3 h
-CFG/CaDistill   1.7       ~2             2.6 h (twice the images per step)
-==============  ========  =============  ==========================================================
+Cost, measured at 1 thread on the 2-core machine (``bench/cadistill_results.json``: median paired ratios of
+interleaved runs; pilot: one full CIFAR-10 epoch of 390 steps per method, load 6–8 from other jobs):
 
-so 3 seeds × 4 methods on CIFAR-10 take about 3 × (1.3 + 1.3 + 2.6 + 2.6) ≈ 23 single-core hours on an idle
-machine (shapes: 10k images of 16 px, about 1/20 of that), and a ResNet-18 × 200 epochs would take 90 h per
-Vanilla run. ResNet-20 reaches about 91% on CIFAR-10 with such schedules (He et al. 2016: 91.3% after 160
-epochs); the book's Vanilla must reach ≥ 88%.
+- a CFGDistill or CaDistill step pushes ``2B`` images through the student, so it costs about **2×** a Vanilla
+  step (bench: CaDistill 1.96×, range 1.76–2.03; CFGDistill 2.04×); a DMDistill step about 1× (0.91×,
+  0.89–1.10; its CKA term on ``B × B`` Gram matrices is negligible). The issue's target of ≤ 1.3× is not
+  reachable without giving the bank images fewer than one per training image (not the paper's method);
+- pilot, CPU seconds per step: Vanilla 0.87, CaDistill 1.78 (wall 1.69 and 3.72 under that load); one
+  Vanilla epoch on an idle core takes about 2.5 min (0.38 s/step); after that one epoch (all of it warm-up)
+  Vanilla and CaDistill both read 39.1% of the 2000 monitor test images (training accuracy 30.4% and 31.1%).
+
+Single-core hours of the book's students (idle-core speed; about 2× under the load of the pilot):
+
+==========================================  ====================================================  =======
+what                                         count                                                  hours
+==========================================  ====================================================  =======
+CIFAR-10 main table, 30 epochs               3 seeds × (1 + 1 + 2 + 2) Vanilla-runs of 1.25 h       22.5
+shapes main table (10k images, 16 px)        the same at 1/20 of the cost                           1.1
+shapes λ sweep (9 settings beyond default)   9 × 3 seeds × 2 × 3.75 min                             3.4
+shapes controls (matched, null)              2 × 3 seeds × 2 × 3.75 min                             0.8
+DMDistill banks (CDM features)               50k + 10k images × ~0.2 s                              3.4
+total                                                                                               31
+==========================================  ====================================================  =======
+
+A ResNet-18 × 200 epochs would take about 90 h per Vanilla run here. ResNet-20 reaches about 91% on CIFAR-10
+with such schedules (He et al. 2016: 91.25%, 64k iterations of batch 128); the book's Vanilla must reach ≥ 88% (train
+Vanilla seed 0 first and check its ``test_accuracy``; if it falls short, raise ``epochs``).
 
 Training (:func:`train_student`) is resumable: a checkpoint ``<key>.resume.safetensors`` every
 ``checkpoint_every`` steps, after every epoch, on SIGTERM/Ctrl-C (deferred to the end of the step) and when a
