@@ -51,7 +51,8 @@ Where the chapters' banks come from (:func:`book_bank`):
    ``img.cfg<w>``) and chapter 5's Canonical Features under the class condition at chapter 4's
    ``(feature_layer, feature_t)`` and under the null class at ``(feature_layer_null, feature_t_null)``;
    for ``"raw"``, the features of every training image at ``(feature_layer, feature_t)``, computed once
-   with the CDM in resumable chunks (:func:`raw_feature_bank`) and cached.
+   with the CDM in resumable chunks (:func:`raw_feature_bank`) and cached as an artifact of stage
+   ``raw_features`` (the features alone: entry ``i`` is training image ``i``; committed with the full profile).
 """
 
 from __future__ import annotations
