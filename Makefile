@@ -7,7 +7,7 @@ PROFILE ?= full
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit notebooks book lint clean bench bench-robustness train classifiers edits
+.PHONY: help env test unit notebooks book lint clean bench bench-robustness train classifiers edits students bench-distill
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ edits: env ## Chapter 5b's edit runs in resumable chunks (DATASET=shapes|cifar10
 
 classifiers: env ## Train chapter 2's three classifiers of a dataset, in resumable pieces (DATASET=shapes|cifar10 [RECIPE=v3] [MINUTES=150])
 	$(PY) -m paperlib.classifiers --dataset $(DATASET) --profile full --threads 1 $(if $(RECIPE),--recipe $(RECIPE)) $(if $(MINUTES),--max-minutes $(MINUTES))
+
+students: env ## Train chapter 6's students in resumable pieces (DATASET=shapes|cifar10 METHOD=vanilla|dmdistill|cfgdistill|cadistill [SEEDS="0 1 2"] [MINUTES=150] [ARGS="--pairing matched"])
+	$(PY) -m paperlib.cadistill --dataset $(DATASET) --method $(METHOD) --seed $(or $(SEEDS),0 1 2) --profile full --threads 1 $(if $(MINUTES),--max-minutes $(MINUTES)) $(ARGS)
+
+bench-distill: env ## Training images/s of each distillation method vs Vanilla, interleaved and repeated (BENCH_ARGS="--repeats 5")
+	$(PY) bench/cadistill_bench.py $(BENCH_ARGS)
 
 clean: ## Remove built books and scratch caches (keeps .venv and committed artifacts)
 	rm -rf _build _cache

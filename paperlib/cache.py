@@ -492,63 +492,68 @@ def load_or_compute(
     return tensors, manifest
 
 
+class ComputeIncomplete(RuntimeError):
+    """A time budget stopped :func:`load_or_compute_chunked` between chunks; the finished chunks are saved and
+    calling again resumes."""
+
+
 def load_or_compute_chunked(
     stage: str,
     config: dict,
-    indices: Tensor,
-    compute_chunk: Callable[[Tensor], dict[str, Tensor]],
+    n: int,
     chunk_size: int,
+    compute_chunk: Callable[[int, int], dict[str, Tensor]],
+    finish: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
     version: int = 1,
     publish: bool = False,
-    progress: bool = True,
+    verbose: bool = True,
     provenance: Mapping[str, Any] | None = None,
     hint: str = "",
-    finalize: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
-    desc: str | None = None,
+    desc: str = "",
+    max_seconds: float | None = None,
 ) -> tuple[dict[str, Tensor], dict]:
-    """:func:`load_or_compute` of a per-row computation, in chunks that are saved as they finish.
-
-    A killed run resumes at its first missing chunk. Chunks live in ``<stage>/<key>.chunks/`` beside the
-    artifact (in ``artifacts/`` when ``publish``, so an unfinished published run can be committed and resumed)
-    and are deleted once the merged artifact is saved.
+    """:func:`load_or_compute` of a result made of rows ``0..n-1``, computed in chunks that are saved as they
+    finish (``<stage>/<key>.chunks/<start>.safetensors``), so a killed or paused run resumes where it stopped.
 
     Args:
-        stage, config, version, publish, provenance, hint: As in :func:`load_or_compute`.
-        indices: ``[M]`` rows to compute (stored in the artifact as ``indices``).
-        compute_chunk: ``f(indices[start:start + chunk_size]) -> {name: [m, ...]}``, all first dimensions ``m``.
-        chunk_size: Rows per chunk, ``>= 1``.
-        progress: tqdm bar over chunks (and the cache's INFO log lines).
-        finalize: Applied to the merged tensors before saving (e.g. to add the labels).
-        desc: The bar's label.
+        stage, config, version, publish, verbose, provenance, hint: As :func:`load_or_compute`; published runs
+            keep their chunks beside the artifacts, so an unfinished run can be committed and resumed.
+        n: Number of rows.
+        chunk_size: Rows per chunk.
+        compute_chunk: ``(start, stop) -> tensors`` of rows ``start:stop`` (each with ``stop - start`` rows).
+        finish: Maps the chunks concatenated along dim 0 to the saved tensors (default: unchanged).
+        desc: tqdm label of the bar over chunks (shown when ``verbose``).
+        max_seconds: Stop with :class:`ComputeIncomplete` after the chunk that exceeds this many seconds.
 
     Returns:
-        ``(tensors, manifest)``: the chunks' tensors concatenated, a per-row ``seconds`` (wall time of its
-        chunk / its size) and ``indices``.
+        ``(tensors, manifest)``; the chunks are deleted once the merged artifact is saved.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+
+    if n < 1 or chunk_size < 1:
+        raise ValueError(f"n and chunk_size must be >= 1, got {n}, {chunk_size}")
     key = config_key(config, version)
     chunk_dir = (ARTIFACTS_DIR if publish else cache_dir()) / stage / f"{key}.chunks"
+    start_time = time.perf_counter()
 
     def compute() -> dict[str, Tensor]:
         parts = []
-        starts = range(0, len(indices), chunk_size)
-        for start in tqdm(starts, desc=desc or f"{stage} ({len(indices)} rows)", disable=not progress):
+        starts = range(0, n, chunk_size)
+        for start in tqdm(starts, desc=desc or stage, disable=not verbose):
             path = chunk_dir / f"{start:06d}.safetensors"
-            if artifact_exists(path):
+            if path.exists():
                 parts.append(load_artifact(path)[0])
                 continue
-            idx = indices[start : start + chunk_size]
-            tic = time.perf_counter()
-            part = compute_chunk(idx)
-            part["seconds"] = torch.full((len(idx),), (time.perf_counter() - tic) / len(idx))
+            part = compute_chunk(start, min(start + chunk_size, n))
             save_artifact(path, part, {"stage": stage, "chunk": start, "key": key})
             parts.append(part)
+            if max_seconds is not None and time.perf_counter() - start_time >= max_seconds and start + chunk_size < n:
+                raise ComputeIncomplete(f"{stage} {key}: {len(parts)} of {len(starts)} chunks done in the budget "
+                                        f"of {max_seconds:.0f} s; call again to resume")
         merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        merged["indices"] = indices
-        return finalize(merged) if finalize is not None else merged
+        return merged if finish is None else finish(merged)
 
-    tensors, manifest = load_or_compute(stage, config, compute, version, publish, verbose=progress,
+    tensors, manifest = load_or_compute(stage, config, compute, version, publish, verbose=verbose,
                                         provenance=provenance, hint=hint)
     if chunk_dir.exists():  # merged: the chunks are no longer needed
         shutil.rmtree(chunk_dir)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -274,14 +275,20 @@ def clarid_dataset(
     indices = check_indices("indices", indices, len(images))
     config = {"model": model_key, "clarid": cfg.to_dict(), "indices_sha": config_key(indices.tolist())}
 
-    def chunk(idx: Tensor) -> dict[str, Tensor]:
-        return clarid_batch(model, images[idx], labels[idx], alpha_bar, cfg, idx)
+    def chunk(start: int, stop: int) -> dict[str, Tensor]:
+        idx = indices[start:stop]
+        tic = time.perf_counter()
+        part = clarid_batch(model, images[idx], labels[idx], alpha_bar, cfg, idx)
+        part["seconds"] = torch.full((len(idx),), (time.perf_counter() - tic) / len(idx))
+        return part
 
+    provenance = {"data": fingerprint(images, labels)}
+    hint = "The run indexes other images than the ones given here; pass the images it was made from."
     return load_or_compute_chunked(
-        STAGE, config, indices, chunk, chunk_size, STAGE_VERSION, publish, progress,
-        provenance={"data": fingerprint(images, labels)},
-        hint="The run indexes other images than the ones given here; pass the images it was made from.",
-        finalize=lambda merged: {**merged, "labels": labels[indices]}, desc=f"CLARID ({len(indices)} images)")
+        STAGE, config, len(indices), chunk_size, chunk,
+        finish=lambda merged: {**merged, "indices": indices, "labels": labels[indices]}, version=STAGE_VERSION,
+        publish=publish, verbose=progress, provenance=provenance, hint=hint,
+        desc=f"CLARID ({len(indices)} images)")
 
 
 def decode_k_sweep(

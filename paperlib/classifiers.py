@@ -47,15 +47,12 @@ it directly; bad arguments raise ``ValueError`` naming the parameter and its all
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import platform
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -80,7 +77,16 @@ from paperlib.cache import (
     load_artifact,
     save_artifact,
 )
-from paperlib.checkpoint import flatten_optimizer, strip_prefix, unflatten_optimizer
+from paperlib.checkpoint import (
+    BatchOrder,
+    LoopPosition,
+    check_resumable,
+    flatten_optimizer,
+    run_epochs,
+    seed_of,
+    strip_prefix,
+    unflatten_optimizer,
+)
 from paperlib.data import DatasetConfig, fingerprint, load_dataset
 from paperlib.train import TrainingIncomplete as _TrainingIncomplete
 
@@ -504,97 +510,6 @@ def random_crop_flip(images: Tensor, generator: torch.Generator, padding: int, h
     return images
 
 
-class _Batches:
-    """The minibatch order and augmentation draws of a run, reproducible from any checkpoint.
-
-    ``"stream"``: one generator over the whole run (the v2 classifiers' order); its state and the current
-    epoch's permutation go into the checkpoint. ``"per_step"``: epoch ``e``'s permutation is drawn from a
-    generator seeded by ``(seed, e)`` and step ``i``'s augmentation from one seeded by ``(seed, e, i)``.
-    """
-
-    def __init__(self, mode: str, seed: int, n: int):
-        self.mode, self.seed, self.n = mode, seed, n
-        self.stream = torch.Generator().manual_seed(seed) if mode == "stream" else None
-        self.perm: Tensor | None = None
-
-    def _seeded(self, epoch: int, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(_seed_of(np.random.SeedSequence([self.seed, epoch, step + 1])))
-
-    def start_epoch(self, epoch: int) -> None:
-        g = self.stream if self.stream is not None else self._seeded(epoch, -1)
-        self.perm = torch.randperm(self.n, generator=g)
-
-    def generator(self, epoch: int, step: int) -> torch.Generator:
-        return self.stream if self.stream is not None else self._seeded(epoch, step)
-
-    def state(self) -> dict[str, Tensor]:
-        if self.stream is None:
-            return {}
-        return {"rng.stream": self.stream.get_state(), "rng.perm": self.perm}
-
-    def load(self, tensors: dict[str, Tensor], epoch: int) -> None:
-        if self.stream is None:
-            self.start_epoch(epoch)
-        else:
-            self.stream.set_state(tensors["rng.stream"])
-            self.perm = tensors["rng.perm"]
-
-
-def _seed_of(ss: np.random.SeedSequence) -> int:
-    return int(ss.generate_state(1)[0])
-
-
-class _StopFlag:
-    requested = False
-
-
-@contextmanager
-def _deferred_interrupt() -> Iterator[_StopFlag]:
-    """SIGTERM and Ctrl-C set a flag that the training loop checks between steps, so the checkpoint it then
-    writes (before raising ``KeyboardInterrupt``) holds a consistent state; a second signal interrupts at once.
-
-    :func:`paperlib.train._sigterm_as_interrupt`'s pattern, deferred to the end of the step: an interrupt in
-    the middle of one would leave half-updated weights or batch-norm statistics in the checkpoint.
-    """
-    flag = _StopFlag()
-
-    def handler(signum, frame):  # noqa: ARG001
-        if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
-
-    try:
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    except ValueError:  # not in the main thread: no handlers, nothing deferred
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-
-
-
-
-
-
-def _check_resumable(path: Path, meta: dict, config: dict, data_fp: str) -> None:
-    """Refuse a checkpoint of another config or other data, naming the fields that differ."""
-    theirs, ours = json.loads(json.dumps(meta.get("config") or {})), json.loads(json.dumps(config))
-    diffs = [f"{k}: checkpoint {theirs.get(k)!r}, now {ours.get(k)!r}"
-             for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
-    if meta.get("data") != data_fp:
-        diffs.append(f"data fingerprint: checkpoint {meta.get('data')!r}, now {data_fp!r}")
-    if diffs:
-        raise ProvenanceError(
-            f"cannot resume {path}: it was made with other settings ({'; '.join(diffs)}). Train with the "
-            f"checkpoint's settings and data, or delete {path.name} and its .json to start afresh."
-        )
-
-
 def train_classifier(
     cfg: ClassifierConfig,
     images: Tensor,
@@ -649,8 +564,8 @@ def train_classifier(
     checkpoint = None if checkpoint is None else Path(checkpoint)
     init_ss, data_ss = np.random.SeedSequence(cfg.seed).spawn(2)
     model = make_classifier(cfg.arch, num_classes, size, mean=cfg.mean, std=cfg.std, net=cfg.net,
-                            seed=_seed_of(init_ss))
-    batches = _Batches(cfg.batch_rng, _seed_of(data_ss), n)
+                            seed=seed_of(init_ss))
+    batches = BatchOrder(cfg.batch_rng, seed_of(data_ss), n)
     padding = size // 8 if cfg.crop_padding is None else cfg.crop_padding
 
     bs = min(cfg.batch_size, n)
@@ -669,13 +584,13 @@ def train_classifier(
         _check_images(monitor[0], "monitor images")
         _check_labels(monitor[1], monitor[0].shape[0], num_classes)
         history["monitor_acc"] = []
-    epoch, step, epoch_seconds = 0, 0, 0.0
-    loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    pos = LoopPosition()
+    run = {"loss_sum": torch.zeros(()), "correct": torch.zeros((), dtype=torch.long)}
     config = {**cfg.to_dict(), "num_classes": num_classes, "image_size": size, "n_images": n}
     data_fp = fingerprint(images, labels) if checkpoint is not None else ""
     if checkpoint is not None and artifact_exists(checkpoint):
         tensors, meta = load_artifact(checkpoint)
-        _check_resumable(checkpoint, meta, config, data_fp)
+        check_resumable(checkpoint, meta, config, data_fp)
         model.load_state_dict(strip_prefix(tensors, "model."))
         opt.load_state_dict(unflatten_optimizer(tensors, meta["param_groups"]))
         sched.load_state_dict(meta["scheduler"])
@@ -684,11 +599,11 @@ def train_classifier(
             history.pop("monitor_acc", None)
         else:  # epochs trained without a monitor have none
             history.setdefault("monitor_acc", [math.nan] * len(history["train_loss"]))
-        epoch, step, epoch_seconds = int(meta["epoch"]), int(meta["step"]), float(meta["epoch_seconds"])
-        loss_sum, correct = tensors["run.loss_sum"], tensors["run.correct"]
-        batches.load(tensors, epoch)
-        log.info("resuming %s at epoch %d, step %d/%d", checkpoint.name, epoch, step, steps_per_epoch)
-    elif epoch < cfg.epochs:
+        pos = LoopPosition(meta["epoch"], meta["step"], meta["epoch_seconds"])
+        run = {"loss_sum": tensors["run.loss_sum"], "correct": tensors["run.correct"]}
+        batches.load(tensors, pos.epoch)
+        log.info("resuming %s at epoch %d, step %d/%d", checkpoint.name, pos.epoch, pos.step, steps_per_epoch)
+    elif pos.epoch < cfg.epochs:
         batches.start_epoch(0)
 
     def save() -> None:
@@ -696,71 +611,54 @@ def train_classifier(
             return
         opt_tensors, opt_groups = flatten_optimizer(opt)
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_tensors,
-                   **batches.state(), "run.loss_sum": loss_sum, "run.correct": correct}
+                   **batches.state(), "run.loss_sum": run["loss_sum"], "run.correct": run["correct"]}
         save_artifact(checkpoint, tensors, {
-            "stage": f"{STAGE}_resume", "config": config, "data": data_fp, "epoch": epoch, "step": step,
-            "epoch_seconds": round(epoch_seconds, 3), "history": history, "param_groups": opt_groups,
+            "stage": f"{STAGE}_resume", "config": config, "data": data_fp, "epoch": pos.epoch, "step": pos.step,
+            "epoch_seconds": round(pos.epoch_seconds, 3), "history": history, "param_groups": opt_groups,
             "scheduler": sched.state_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
 
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=epoch * steps_per_epoch + step,
+    def train_step(epoch: int, step: int) -> None:
+        idx = batches.perm[step * bs: (step + 1) * bs]
+        x, y = images[idx], labels[idx]
+        if cfg.augment:
+            x = random_crop_flip(x, batches.generator(epoch, step), padding, cfg.hflip)
+        logits = model(x.float() / 255)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        run["loss_sum"] += loss.detach()
+        run["correct"] += (logits.detach().argmax(1) == y).sum()
+        if step % 20 == 0:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{run['loss_sum'].item() / (step + 1):.3f}",
+                            acc=f"{run['correct'].item() / ((step + 1) * bs):.3f}")
+
+    def end_epoch(epoch: int, seconds: float) -> None:
+        history["train_loss"].append(run["loss_sum"].item() / steps_per_epoch)
+        history["train_acc"].append(run["correct"].item() / (steps_per_epoch * bs))
+        history["lr"].append(sched.get_last_lr()[0])
+        history["seconds"].append(seconds)
+        if monitor is not None:
+            history["monitor_acc"].append(accuracy(predict(model, monitor[0]), monitor[1]))
+        run.update(loss_sum=torch.zeros(()), correct=torch.zeros((), dtype=torch.long))
+        if epoch + 1 < cfg.epochs:
+            batches.start_epoch(epoch + 1)
+        log.info("%s classifier: epoch %d/%d, loss %.4f, train acc %.4f%s, %.0f s", cfg.arch, epoch + 1,
+                 cfg.epochs, history["train_loss"][-1], history["train_acc"][-1],
+                 f", monitor acc {history['monitor_acc'][-1]:.4f}" if monitor is not None else "", seconds)
+
+    def incomplete(where: str) -> TrainingIncomplete:
+        return TrainingIncomplete(f"{cfg.arch} classifier: the budget of {max_seconds:.0f} s ran out {where}; "
+                                  f"checkpoint {checkpoint}")
+
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=pos.epoch * steps_per_epoch + pos.step,
                desc=f"{cfg.arch} classifier", disable=not progress, mininterval=1.0)
-    call_start = time.perf_counter()
     model.train()
     try:
-        with _deferred_interrupt() as stop:
-            while epoch < cfg.epochs:
-                start = time.perf_counter()
-                while step < steps_per_epoch:
-                    idx = batches.perm[step * bs: (step + 1) * bs]
-                    x, y = images[idx], labels[idx]
-                    if cfg.augment:
-                        x = random_crop_flip(x, batches.generator(epoch, step), padding, cfg.hflip)
-                    logits = model(x.float() / 255)
-                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    loss_sum += loss.detach()
-                    correct += (logits.detach().argmax(1) == y).sum()
-                    step += 1
-                    bar.update()
-                    if step % 20 == 1:
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum.item() / step:.3f}",
-                                        acc=f"{correct.item() / (step * bs):.3f}")
-                    out_of_time = max_seconds is not None and time.perf_counter() - call_start >= max_seconds
-                    if (stop.requested or out_of_time) and step < steps_per_epoch:
-                        epoch_seconds += time.perf_counter() - start
-                        save()
-                        if stop.requested:
-                            raise KeyboardInterrupt
-                        raise TrainingIncomplete(
-                            f"{cfg.arch} classifier: the budget of {max_seconds:.0f} s ran out at epoch "
-                            f"{epoch + 1}/{cfg.epochs}, step {step}/{steps_per_epoch}; checkpoint {checkpoint}")
-                epoch_seconds += time.perf_counter() - start
-                history["train_loss"].append(loss_sum.item() / steps_per_epoch)
-                history["train_acc"].append(correct.item() / (steps_per_epoch * bs))
-                history["lr"].append(sched.get_last_lr()[0])
-                history["seconds"].append(epoch_seconds)
-                if monitor is not None:
-                    history["monitor_acc"].append(accuracy(predict(model, monitor[0]), monitor[1]))
-                epoch, step, epoch_seconds = epoch + 1, 0, 0.0
-                loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
-                if epoch < cfg.epochs:
-                    batches.start_epoch(epoch)
-                save()
-                log.info("%s classifier: epoch %d/%d, loss %.4f, train acc %.4f%s, %.0f s", cfg.arch, epoch,
-                         cfg.epochs, history["train_loss"][-1], history["train_acc"][-1],
-                         f", monitor acc {history['monitor_acc'][-1]:.4f}" if monitor is not None else "",
-                         history["seconds"][-1])
-                out_of_time = max_seconds is not None and time.perf_counter() - call_start >= max_seconds
-                if (stop.requested or out_of_time) and epoch < cfg.epochs:
-                    if stop.requested:
-                        raise KeyboardInterrupt
-                    raise TrainingIncomplete(
-                        f"{cfg.arch} classifier: the budget of {max_seconds:.0f} s ran out after epoch "
-                        f"{epoch}/{cfg.epochs}; checkpoint {checkpoint}")
+        run_epochs(pos, cfg.epochs, steps_per_epoch, train_step, end_epoch, save, incomplete,
+                   max_seconds=max_seconds, on_step=bar.update)
     finally:
         bar.close()
     model.eval().requires_grad_(False)

@@ -19,6 +19,7 @@ compared at equal distance to the input (:func:`matched_comparison`), not only a
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 
@@ -284,8 +285,10 @@ def edit_run(
     chunk_size: int = 10,
     publish: bool = False,
     progress: bool = True,
+    max_seconds: float | None = None,
 ) -> tuple[dict[str, Tensor], dict]:
-    """:func:`edit_batch` over ``images[indices]`` at one ``t*``, in resumable cached chunks.
+    """:func:`edit_batch` over ``images[indices]`` at one ``t*``, in resumable cached chunks (``max_seconds``:
+    stop with :class:`paperlib.cache.ComputeIncomplete` after the chunk that exceeds the budget).
 
     One artifact per ``t*`` keeps each file small (a 100-image CIFAR-10 map is about 7 MB per ``t*``). Its key
     holds the CDM, CLARID's configuration at this ``t*`` (``fixed_ks`` aside), the list of edits, ``n_freq``
@@ -301,15 +304,19 @@ def edit_run(
     indices = check_indices("indices", indices, len(images))
     config = _run_config(model_key, ecfg, t_star, indices)
 
-    def chunk(idx: Tensor) -> dict[str, Tensor]:
-        return edit_batch(model, images[idx], labels[idx], alpha_bar, ecfg, t_star, idx)
+    def chunk(start: int, stop: int) -> dict[str, Tensor]:
+        idx = indices[start:stop]
+        tic = time.perf_counter()
+        part = edit_batch(model, images[idx], labels[idx], alpha_bar, ecfg, t_star, idx)
+        part["seconds"] = torch.full((len(idx),), (time.perf_counter() - tic) / len(idx))
+        return part
 
     return load_or_compute_chunked(
-        STAGE, config, indices, chunk, chunk_size, STAGE_VERSION, publish, progress,
-        provenance={"data": fingerprint(images, labels)},
+        STAGE, config, len(indices), chunk_size, chunk,
+        finish=lambda merged: {**merged, "indices": indices, "labels": labels[indices]}, version=STAGE_VERSION,
+        publish=publish, verbose=progress, provenance={"data": fingerprint(images, labels)},
         hint="The run indexes other images than the ones given here; pass the images it was made from.",
-        finalize=lambda merged: {**merged, "labels": labels[indices]},
-        desc=f"edits at t*={t_star} ({len(indices)} images)")
+        desc=f"edits at t*={t_star} ({len(indices)} images)", max_seconds=max_seconds)
 
 
 # ----------------------------------------------------------------------------------------------------------

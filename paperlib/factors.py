@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from paperlib.classifiers import ClassifierConfig, load_or_train_classifier, predict
 from paperlib.data import ShapesData, background_only, backgrounds_challenge, make_shapes
+from paperlib.metrics import two_standard_errors
 
 BOX_MARGIN = 1
 """Margin of the greyed foreground box of the background-only view (pixels, at 16x16)."""
@@ -124,11 +125,6 @@ def class_kept(outputs: dict[str, Tensor], labels: Tensor, classifiers: dict[str
     return pd.DataFrame(rows).T
 
 
-def _two_se(se_a: float, se_b: float) -> float:
-    """Two standard errors of a difference of two independent means."""
-    return 2 * (se_a**2 + se_b**2) ** 0.5
-
-
 def class_kept_verdict(table: pd.DataFrame, method: str = "CLARID", reference: str = "original",
                        control: str = "random dirs") -> str:
     """One clause on whether ``method`` keeps the class as often as ``reference`` (gap beyond two s.e.).
@@ -139,7 +135,7 @@ def class_kept_verdict(table: pd.DataFrame, method: str = "CLARID", reference: s
     """
     kept, se = table["class kept"], table["s.e."]
     gap = kept[method] - kept[reference]
-    noise = _two_se(se[method], se[reference])
+    noise = two_standard_errors(se[method], se[reference])
     if abs(gap) <= noise:
         return f"so {method} keeps the class as often as the originals carry it (within two standard errors)"
     below_control = kept[method] < kept[control] - noise
@@ -410,7 +406,7 @@ def class_kept_ablation_verdict(table: pd.DataFrame) -> str:
     inputs = float(table["class kept (inputs)"].iloc[0])
     as_inputs = [str(n) for n, a in table.iterrows() if a["class kept"] >= inputs - 2 * a["s.e."]]
     gap = table["class kept"] - table["class kept (ctrl)"]
-    noise = pd.Series({n: _two_se(a["s.e."], a["s.e. (ctrl)"]) for n, a in table.iterrows()})
+    noise = pd.Series({n: two_standard_errors(a["s.e."], a["s.e. (ctrl)"]) for n, a in table.iterrows()})
     above_ctrl = [str(n) for n in table.index if gap[n] > noise[n]]
     below_ctrl = [str(n) for n in table.index if gap[n] < -noise[n]]
     return (f"Keeping the class as often as the inputs carry it ({inputs:.2f}, within two standard errors): "

@@ -77,6 +77,12 @@ def mean_std(values: Sequence[float] | np.ndarray | Tensor) -> tuple[float, floa
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
+def two_standard_errors(se_a: float, se_b: float) -> float:
+    """Two standard errors of the difference of two independent means with standard errors ``se_a``, ``se_b``:
+    ``2 sqrt(se_a² + se_b²)`` (the book's threshold for calling a gap more than noise)."""
+    return 2 * (se_a**2 + se_b**2) ** 0.5
+
+
 def kmeans_nmi(
     features: Tensor | np.ndarray,
     labels: Tensor | np.ndarray | Sequence[int],

@@ -391,9 +391,61 @@ def method_curves(summary: pd.DataFrame, x: str, panels: Mapping[str, str], xlab
     return fig
 
 
+def training_curves(curves: Mapping[str, Mapping[str, np.ndarray]], ylabel: str, percent: bool = False) -> Figure:
+    """Per-epoch curves, mean ± std over seeds: one panel per key of ``curves`` (e.g. a dataset), one line per
+    method (:data:`METHOD_COLORS`).
+
+    Args:
+        curves: ``panel -> method -> [seeds, epochs]`` values (epochs 1..E on the x axis).
+        ylabel: Axis label.
+        percent: Show ``100 ×`` the values.
+    """
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 2.6), squeeze=False)
+    for ax, (panel, lines) in zip(axes[0], curves.items()):
+        for method, v in lines.items():
+            v = _np(v).astype(float) * (100 if percent else 1)
+            x = np.arange(1, v.shape[1] + 1)
+            m, s = v.mean(0), v.std(0, ddof=1) if len(v) > 1 else np.zeros(v.shape[1])
+            ax.plot(x, m, lw=1.2, color=METHOD_COLORS.get(method), label=f"{method} ({len(v)})")
+            ax.fill_between(x, m - s, m + s, color=METHOD_COLORS.get(method), alpha=0.2, lw=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def empty_figure(message: str) -> Figure:
     """A small placeholder figure that says why there is nothing to draw (e.g. a run not made yet)."""
     fig, ax = plt.subplots(figsize=(4, 1))
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=8)
     ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def sweep_panels(sweeps: Mapping[str, pd.DataFrame], ylabel: str, default: Mapping[str, float] | None = None,
+                 reference: float | None = None, percent: bool = True) -> Figure:
+    """One panel per swept hyperparameter: ``mean`` ± ``std`` (columns) against its value (the index).
+
+    Args:
+        sweeps: ``name -> DataFrame(index=value, columns mean, std)``.
+        ylabel: Axis label.
+        default: The default value per name (marked dashed).
+        reference: A horizontal reference line (e.g. Vanilla's mean), dotted.
+        percent: Show ``100 ×`` the values.
+    """
+    k = 100 if percent else 1
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(2.6 * len(sweeps), 2.5), squeeze=False, sharey=True)
+    for ax, (name, t) in zip(axes[0], sweeps.items()):
+        x, m, s = t.index.to_numpy(float), k * t["mean"].to_numpy(float), k * t["std"].fillna(0).to_numpy(float)
+        ax.errorbar(x, m, yerr=s, marker="o", ms=3, lw=1.2, capsize=2, color=METHOD_COLORS["cadistill"])
+        if default is not None and name in default:
+            ax.axvline(default[name], color="grey", ls="--", lw=0.8)
+        if reference is not None:
+            ax.axhline(k * reference, color=METHOD_COLORS["vanilla"], ls=":", lw=1)
+        ax.set_xlabel(name)
+    axes[0, 0].set_ylabel(ylabel)
+    fig.tight_layout()
     return fig

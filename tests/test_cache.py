@@ -272,3 +272,22 @@ def test_sharded_save_killed_before_its_commit_keeps_the_previous_artifact(tmp_p
         cache.save_artifact(path, new, {"key": "0123456789abcdef"}, max_bytes=100_000)
     monkeypatch.setattr(cache, "write_durable", real)
     assert torch.equal(cache.load_artifact(path)[0]["img"], old["img"])
+def test_chunked_compute_pauses_between_chunks_and_resumes(tmp_path, monkeypatch):
+    from paperlib.cache import ComputeIncomplete, load_or_compute_chunked
+
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    calls = []
+
+    def chunk(start, stop):
+        calls.append((start, stop))
+        return {"x": torch.arange(start, stop, dtype=torch.float32)}
+
+    with pytest.raises(ComputeIncomplete, match="1 of 3 chunks"):
+        load_or_compute_chunked("s", {"a": 1}, 7, 3, chunk, max_seconds=0, verbose=False)
+    tensors, manifest = load_or_compute_chunked("s", {"a": 1}, 7, 3, chunk, finish=lambda m: {"y": m["x"] * 2},
+                                                verbose=False)
+    assert calls == [(0, 3), (3, 6), (6, 7)]  # the saved chunk was not computed again
+    assert torch.equal(tensors["y"], 2 * torch.arange(7, dtype=torch.float32))
+    assert not list(tmp_path.glob("s/*.chunks"))
+    again, _ = load_or_compute_chunked("s", {"a": 1}, 7, 3, chunk, verbose=False)
+    assert len(calls) == 3 and torch.equal(again["y"], tensors["y"])

@@ -195,3 +195,8 @@ def test_ssim_identity_reference_and_monotone():
     assert abs(ssim(noisy[1][:1], a[:1].float()).item() - want) < 1e-6
     with pytest.raises(ValueError, match="same shape"):
         ssim(a, a[:2])
+def test_two_standard_errors_of_a_difference():
+    from paperlib.metrics import two_standard_errors
+
+    assert two_standard_errors(3.0, 4.0) == pytest.approx(10.0)
+    assert two_standard_errors(0.0, 0.5) == pytest.approx(1.0)

@@ -96,3 +96,16 @@ def test_canonical_samples_notebook_smoke():
     for key in ("cls_orig", "cls_clarid", "cls_random", "fam_clarid"):
         assert 0 <= float(g[key]) <= 1, key
     assert float(g["inside_orig"]) == 0 and float(g["outside_orig"]) == 0  # an image does not change itself
+
+
+def test_cadistill_notebook_smoke():
+    g = _run("06_cadistill")  # reads chapters 2-5's recorded choices and caches
+    for name in ["table_banks", "table_terms", "fig_acc", "table_clean", "fig_sweep", "table_controls"]:
+        assert name in g, name
+    for ds in DATASETS:
+        assert f"fig_terms_{ds}" in g and f"verdict_clean_{ds}" in g
+        for method in ("vanilla", "dmdistill", "cfgdistill", "cadistill"):
+            assert 0 <= _mean(g[f"clean_{ds}_{method}"].rstrip("%")) <= 100
+    assert int(g["loss_n"]) == profile_parameters("smoke", "06_cadistill")["LOSS_BATCH"]
+    assert 0 <= int(g["loss_fallback"]) <= int(g["loss_n"])
+    assert "standard errors" in g["verdict_matched"] or "one seed" in g["verdict_matched"]
