@@ -6,7 +6,8 @@ A reproduction of "Canonical Latent Representations in Conditional Diffusion Mod
 - :mod:`paperlib.diffusion`: noise schedule, DDIM sampling / inversion / decoding, CFG.
 - :mod:`paperlib.clarid`: extraneous directions, EVR, elbow, projection, CLARID.
 - :mod:`paperlib.toy`: the 2-D hierarchical toy process and its MLP denoiser.
-- :mod:`paperlib.data`: datasets (embedded shapes, CIFAR-10).
+- :mod:`paperlib.data`: datasets (embedded shapes, CIFAR-10; ImageNet20 in :mod:`paperlib.imagenet`).
+- :mod:`paperlib.dit`: the paper's latent DiT-XL/2 behind the book's CDM interface (:mod:`paperlib.models`).
 - :mod:`paperlib.corruptions`: the CIFAR-10-C corruptions (15 types x 5 severities).
 - :mod:`paperlib.robustness`: attacks, corruptions and the Backgrounds Challenge, evaluated per student.
 - :mod:`paperlib.cache`: artifacts keyed by their config, with manifests.

@@ -31,7 +31,7 @@ from paperlib.cache import config_key, load_or_compute, load_or_compute_chunked
 from paperlib.clarid import METHODS, elbow_index, explained_variance_ratio, extraneous_directions, project_out
 from paperlib.data import fingerprint, from_model_range, to_model_range
 from paperlib.diffusion import ddim_decode, ddim_invert
-from paperlib.models import NUM_TIMESTEPS, ClassConditionalUNet, check_layer_syntax
+from paperlib.models import CDM, NUM_TIMESTEPS, check_layer_syntax, clips_x0, model_device
 from paperlib.train import BookCDM
 from paperlib.validate import check_indices, check_int, check_labels, check_tensor, describe
 
@@ -49,7 +49,8 @@ class ClaridConfig:
     Attributes:
         t_star: Inversion time ``t*`` (grid point; chapter 2 chooses it).
         K: Directions considered, the EVR horizon.
-        layer: Jacobian layer ``l`` (UNets: after the mid block, App. E [S]).
+        layer: Jacobian layer ``l`` (UNets: ``"mid"``, after the mid block, App. E [S]; DiT: the last block,
+            ``"block.27"`` for DiT-XL/2; the model's ``jacobian_layer``).
         num_steps: DDIM steps over ``[0, T]`` (100 [S]).
         guidance_scale: CFG scale when decoding CLAReps (after projection [S]; 1 = none).
         cfg_scales: Scales of the pure-CFG baseline decoded from the same ``x_{t*}``.
@@ -60,7 +61,8 @@ class ClaridConfig:
         tol: Subspace-angle tolerance of the iteration.
         max_iter: Iteration cap.
         squared_evr: EVR from ``sigma^2`` (spec §5.1 default).
-        clip_x0: Clamp the predicted clean image at every decoding step (pixel models; inversion never clips).
+        clip_x0: Clamp the predicted clean image at every decoding step (pixel models only: never applied to
+            VAE latents; inversion never clips).
         jacobian: Whose Jacobian gives the directions: ``"feature"``, the paper's ``f_{l,t*}`` at ``layer``;
             or ``"class_score"`` (ours, an ablation), ``eps(x, t*, c) - eps(x, t*, null)``, the CDM's implicit
             class score, whose top directions are those that change the class evidence most.
@@ -131,11 +133,11 @@ class ClaridConfig:
                 + [f"k{k}" for k in self.fixed_ks])
 
 
-def jacobian_target(model: ClassConditionalUNet, cfg: ClaridConfig, label: Tensor):
+def jacobian_target(model: CDM, cfg: ClaridConfig, label: Tensor):
     """The map whose Jacobian at ``x_{t*}`` CLARID decomposes, for one image of class ``label`` (``[1]``).
 
     Returns:
-        ``f(z [B, C, H, W]) -> [B, ...]``: ``f_{l,t*}(z, c)`` (Eq. 1) or, for ``cfg.jacobian ==
+        ``f(z [B, *latent_shape]) -> [B, ...]``: ``f_{l,t*}(z, c)`` (Eq. 1) or, for ``cfg.jacobian ==
         "class_score"``, ``eps(z, t*, c) - eps(z, t*, null)``.
     """
     t = torch.tensor([cfg.t_star])
@@ -151,18 +153,23 @@ def jacobian_target(model: ClassConditionalUNet, cfg: ClaridConfig, label: Tenso
     return f
 
 
-def _check_run_inputs(model: ClassConditionalUNet, images: Tensor, labels: Tensor, cfg: ClaridConfig,
+def _check_run_inputs(model: CDM, images: Tensor, labels: Tensor, cfg: ClaridConfig,
                       labels_name: str = "labels") -> Tensor:
     """Entry checks of a CLARID run; returns the labels as int64. Real classes only: CLARID conditions on the
     image's class, so the null class is rejected."""
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be a torch.uint8 tensor of shape [B, 3, H, W], got {describe(images)}")
     check_tensor("images", images, nonempty=True)
-    labels = check_labels(labels_name, labels, len(images), model.cfg.num_classes)
+    labels = check_labels(labels_name, labels, len(images), model.num_classes)
     names = model.layer_names()
     if cfg.jacobian == "feature" and cfg.layer not in names:
         raise ValueError(f"cfg.layer must be one of this model's layers {names}, got {cfg.layer!r}")
     return labels
+
+
+def _images(model: CDM, x0: Tensor) -> Tensor:
+    """uint8 images (on the CPU) of clean samples of ``model``'s diffusion space."""
+    return from_model_range(model.decode(x0)).cpu()
 
 
 def _random_directions(n: int, k: int, seed: int) -> Tensor:
@@ -171,7 +178,7 @@ def _random_directions(n: int, k: int, seed: int) -> Tensor:
 
 
 def clarid_batch(
-    model: ClassConditionalUNet,
+    model: CDM,
     images: Tensor,
     labels: Tensor,
     alpha_bar: Tensor,
@@ -180,6 +187,10 @@ def clarid_batch(
     progress: bool = False,
 ) -> dict[str, Tensor]:
     """CLARID and its controls for a batch (see the module docstring).
+
+    The images are encoded into the model's diffusion space (:meth:`~paperlib.models.CDM.encode`: the
+    identity for pixel UNets, the VAE for the latent DiT) on the model's device; the results come back on the
+    CPU, decoded into images.
 
     Args:
         model: The CDM (``eps_theta`` and ``features``).
@@ -191,7 +202,7 @@ def clarid_batch(
         progress: tqdm bar over the images' Jacobians.
 
     Returns:
-        ``sigma [B, K]``, ``k_star [B]``, ``iterations [B]``, ``clarep [B, 3, H, W]`` (float16) and one
+        ``sigma [B, K]``, ``k_star [B]``, ``iterations [B]``, ``clarep [B, *latent_shape]`` (float16) and one
         ``img.<variant> [B, 3, H, W]`` uint8 per :meth:`ClaridConfig.variants`.
 
     Raises:
@@ -202,14 +213,18 @@ def clarid_batch(
     check_tensor("seeds", seeds, ndim=1, dtype="integer")
     if len(seeds) != len(images):
         raise ValueError(f"seeds must have shape [B] = [{len(images)}], got {tuple(seeds.shape)}")
-    x0 = to_model_range(images)
+    dev = model_device(model)
+    y = y.to(dev)
+    x0 = model.encode(to_model_range(images).to(dev))
     x_t = ddim_invert(model, x0, y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
     n = x_t[0].numel()
     Vs, sigmas, k_stars, iters = [], [], [], []
     for i in tqdm(range(len(y)), desc="extraneous directions", disable=not progress, leave=False):
         f = jacobian_target(model, cfg, y[i : i + 1])
         V, sigma, info = extraneous_directions(f, x_t[i], cfg.K, cfg.method, tol=cfg.tol, max_iter=cfg.max_iter,
+                                               chunk_size=model.jacobian_chunk_size,
                                                generator=int(seeds[i]) + cfg.seed, return_info=True)
+        sigma = sigma.cpu()
         Vs.append(V)
         sigmas.append(sigma)
         k_stars.append(elbow_index(explained_variance_ratio(sigma, cfg.squared_evr)))
@@ -217,19 +232,19 @@ def clarid_batch(
     V, k_star = torch.stack(Vs), torch.tensor(k_stars)
 
     def keep_first(k: Tensor) -> Tensor:
-        return (torch.arange(cfg.K) < k[:, None]).float()[:, None, :]
+        return (torch.arange(cfg.K) < k[:, None]).float()[:, None, :].to(dev)
 
     def decode(z: Tensor, w: float = 1.0) -> Tensor:
-        return from_model_range(ddim_decode(model, z, y, alpha_bar, cfg.t_star, 0, cfg.num_steps, w,
-                                            model.null_class, clip_x0=cfg.clip_x0))
+        return _images(model, ddim_decode(model, z, y, alpha_bar, cfg.t_star, 0, cfg.num_steps, w,
+                                          model.null_class, clip_x0=clips_x0(model, cfg.clip_x0)))
 
     clarep = project_out(x_t, V * keep_first(k_star))
-    R = torch.stack([_random_directions(n, cfg.K, int(s) + cfg.seed + 7919) for s in seeds])
+    R = torch.stack([_random_directions(n, cfg.K, int(s) + cfg.seed + 7919) for s in seeds]).to(dev)
     out = {
         "sigma": torch.stack(sigmas),
         "k_star": k_star,
         "iterations": torch.tensor(iters),
-        "clarep": clarep.half(),
+        "clarep": clarep.half().cpu(),
         "img.reconstruction": decode(x_t),
         "img.clarid": decode(clarep, cfg.guidance_scale),
         "img.random": decode(project_out(x_t, R * keep_first(k_star)), cfg.guidance_scale),
@@ -242,7 +257,7 @@ def clarid_batch(
 
 
 def clarid_dataset(
-    model: ClassConditionalUNet,
+    model: CDM,
     model_key: str,
     images: Tensor,
     labels: Tensor,
@@ -292,7 +307,7 @@ def clarid_dataset(
 
 
 def decode_k_sweep(
-    model: ClassConditionalUNet,
+    model: CDM,
     image: Tensor,
     label: int,
     alpha_bar: Tensor,
@@ -323,13 +338,17 @@ def decode_k_sweep(
     if not isinstance(image, Tensor) or image.ndim != 3:
         raise ValueError(f"image must be one torch.uint8 image of shape [3, H, W], got {describe(image)}")
     y = _check_run_inputs(model, image[None], torch.tensor([check_int("label", label)]), cfg, "label")
-    x_t = ddim_invert(model, to_model_range(image[None]), y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
+    dev = model_device(model)
+    y = y.to(dev)
+    x0 = model.encode(to_model_range(image[None]).to(dev))
+    x_t = ddim_invert(model, x0, y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
     V, sigma = extraneous_directions(jacobian_target(model, cfg, y), x_t[0], cfg.K, cfg.method, tol=cfg.tol,
-                                     max_iter=cfg.max_iter, generator=seed + cfg.seed)
+                                     max_iter=cfg.max_iter, chunk_size=model.jacobian_chunk_size,
+                                     generator=seed + cfg.seed)
     z = torch.stack([project_out(x_t[0], V[:, :k]) for k in ks])
     out = ddim_decode(model, z, y.expand(len(ks)), alpha_bar, cfg.t_star, 0, cfg.num_steps, cfg.guidance_scale,
-                      model.null_class, clip_x0=cfg.clip_x0)
-    return from_model_range(out), sigma
+                      model.null_class, clip_x0=clips_x0(model, cfg.clip_x0))
+    return _images(model, out), sigma.cpu()
 
 
 def book_clarid_run(

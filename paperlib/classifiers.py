@@ -100,9 +100,11 @@ __all__ = [
     "IMAGE_SIZES",
     "NETS",
     "OPTIMIZERS",
+    "PRETRAINED_IMAGENET",
     "RECOMMENDED_EPOCHS",
     "Classifier",
     "ClassifierConfig",
+    "SubsetClassifier",
     "TrainingIncomplete",
     "accuracy",
     "add_test_accuracy",
@@ -112,6 +114,7 @@ __all__ = [
     "load_or_train_classifier",
     "make_classifier",
     "predict",
+    "pretrained_classifiers",
     "random_crop_flip",
     "recipe_config",
     "train_classifier",
@@ -850,6 +853,85 @@ def ensemble_accuracy(
     }
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The paper's pretrained ImageNet classifiers (ImageNet20, profile "paper")
+# ----------------------------------------------------------------------------------------------------------
+
+PRETRAINED_IMAGENET: dict[str, str] = {
+    "vit": "vit_large_patch14_clip_224.laion2b_ft_in12k_in1k",
+    "swinv2": "swinv2_base_window12to16_192to256.ms_in22k_ft_in1k",
+    "convnextv2": "convnextv2_base.fcmae_ft_in22k_in1k_384",
+}
+"""The paper's ensemble (App. H.1 [S]: ViT-Large pretrained on ImageNet-12k at 224 px, Swin-V2 on 22k at 256,
+ConvNeXt-V2 on 22k at 384); the exact variants were lost [L], these timm models are the spec's suggestion [O]."""
+
+
+class SubsetClassifier(nn.Module):
+    """An ImageNet-1k classifier restricted to some of its classes, on the book's image convention.
+
+    ``logits = net(normalise(resize(x)))[:, class_indices]``: float images ``[B, 3, H, W]`` in ``[0, 1]`` are
+    resized (antialiased) to the network's input size and normalised with its statistics; the logits come back
+    on the input's device (the network may live on a GPU).
+
+    Args:
+        net: A timm network with 1000 ImageNet outputs.
+        class_indices: ImageNet ids of the book's labels ``0..C-1``.
+        arch: Name of its family (shown in tables).
+        input_size: Its input side.
+        mean: Per-channel mean of its ``[0, 1]`` inputs.
+        std: Per-channel standard deviation.
+        interpolation: Resize mode (``"bicubic"``, ``"bilinear"``).
+    """
+
+    def __init__(self, net: nn.Module, class_indices: Sequence[int], arch: str, input_size: int,
+                 mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic"):
+        super().__init__()
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std must hold 3 values, std > 0; got mean={mean!r}, std={std!r}")
+        self.net, self.arch, self.image_size = net, arch, int(input_size)
+        self.interpolation = interpolation if interpolation in ("bicubic", "bilinear") else "bilinear"
+        self.num_classes = len(class_indices)
+        self.register_buffer("index", torch.tensor([int(c) for c in class_indices]), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, C]`` of float images ``[B, 3, H, W]`` in ``[0, 1]``, on ``x``'s device."""
+        if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+            raise ValueError(f"x must be a float tensor of shape [B, 3, H, W] in [0, 1], got {x.dtype} "
+                             f"{tuple(x.shape)}")
+        out_device, s = x.device, self.image_size
+        x = x.to(self.mean.device)
+        if tuple(x.shape[-2:]) != (s, s):
+            x = F.interpolate(x, size=(s, s), mode=self.interpolation, align_corners=False, antialias=True)
+        return self.net((x - self.mean) / self.std)[:, self.index].to(out_device)
+
+
+def pretrained_classifiers(class_indices: Sequence[int], names: dict[str, str] | None = None,
+                           device: str | torch.device = "cpu", pretrained: bool = True) -> dict[str, SubsetClassifier]:
+    """timm's ImageNet classifiers (default :data:`PRETRAINED_IMAGENET`) restricted to ``class_indices``.
+
+    Args:
+        class_indices: ImageNet ids of the book's labels.
+        names: ``{arch: timm model name}``.
+        device: Where the networks run.
+        pretrained: Load timm's pretrained weights (downloaded into the Hugging Face cache on first use);
+            ``False`` (tests): random weights, nothing downloaded.
+
+    Returns:
+        ``{arch: SubsetClassifier}`` in eval mode, frozen.
+    """
+    import timm
+
+    out = {}
+    for arch, name in (names or PRETRAINED_IMAGENET).items():
+        net = timm.create_model(name, pretrained=pretrained)
+        cfg = net.pretrained_cfg
+        out[arch] = SubsetClassifier(net, class_indices, arch, cfg["input_size"][-1], cfg["mean"], cfg["std"],
+                                     cfg.get("interpolation", "bicubic")).eval().requires_grad_(False).to(device)
+    return out
+
+
 def classifier_data(cdm) -> DatasetConfig:
     """The training data of a chapter's classifiers: the CDM's own, except for shapes.
 
@@ -893,6 +975,13 @@ def book_classifiers(
     """
     from paperlib.selection import load_choice, record_choice
 
+    if cdm.recipe.data.name == "imagenet20":  # the paper's pretrained ensemble, nothing to train
+        from paperlib.imagenet import IMAGENET20_INDICES
+        from paperlib.setup import book_device
+
+        if epochs is not None and record:
+            record_choice(profile, dataset, "classifiers", {"pretrained": PRETRAINED_IMAGENET}, "02_t_star")
+        return pretrained_classifiers(IMAGENET20_INDICES, device=book_device())
     if epochs is None:
         spec = load_choice(profile, dataset, "classifiers")
         per_arch, seed = spec["epochs"], spec["seed"]
@@ -925,11 +1014,11 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     from types import SimpleNamespace
 
-    from paperlib.data import DATASETS
+    from paperlib.data import TRAINED_DATASETS
     from paperlib.train import cdm_recipe
 
     parser = argparse.ArgumentParser(prog="python -m paperlib.classifiers", description=main.__doc__)
-    parser.add_argument("--dataset", choices=DATASETS, required=True)
+    parser.add_argument("--dataset", choices=TRAINED_DATASETS, required=True)
     parser.add_argument("--profile", choices=["smoke", "full"], default="full")
     parser.add_argument("--recipe", choices=tuple(CLASSIFIER_RECIPES), default=None,
                         help="classifier recipe (default: the book's, BOOK_CLASSIFIER_RECIPE)")

@@ -982,8 +982,13 @@ def load_cifar10(split: str = "train", source: str | None = None) -> tuple[Tenso
 # One entry point for the image chapters
 # ----------------------------------------------------------------------------------------------------------
 
-DATASETS: tuple[str, ...] = ("shapes", "cifar10")
-"""Datasets every image chapter runs on (a notebook parameter)."""
+TRAINED_DATASETS: tuple[str, ...] = ("shapes", "cifar10")
+"""Datasets whose CDMs and classifiers the book trains itself (the CPU book)."""
+
+DATASETS: tuple[str, ...] = (*TRAINED_DATASETS, "imagenet20")
+"""Datasets an image chapter can run on (a notebook parameter); ``imagenet20`` (the paper's NMI set with the
+pretrained DiT-XL/2, :mod:`paperlib.imagenet`, :mod:`paperlib.dit`) needs a local ImageNet and a GPU (profile
+``paper``)."""
 
 
 @dataclass(frozen=True)
@@ -991,11 +996,14 @@ class DatasetConfig:
     """Which images a chapter uses.
 
     Attributes:
-        name: ``"shapes"`` (embedded, with masks and factors) or ``"cifar10"``.
-        size: Image side; shapes are rendered at this size, CIFAR-10 must be 32.
-        n_train: Training images (shapes: generated; CIFAR-10: a class-stratified subset when below 50,000).
-        n_test: Test images (shapes: generated; CIFAR-10: a class-stratified subset when below 10,000).
-        seed: Seed of the shapes draw.
+        name: ``"shapes"`` (embedded, with masks and factors), ``"cifar10"`` or ``"imagenet20"``.
+        size: Image side; shapes are rendered at this size, CIFAR-10 must be 32, ImageNet20 is resized and
+            center-cropped to it.
+        n_train: Training images (shapes: generated; CIFAR-10: a class-stratified subset when below 50,000;
+            ImageNet20: a class-stratified subset of the ImageNet training folders).
+        n_test: Test images (shapes: generated; CIFAR-10: a class-stratified subset when below 10,000;
+            ImageNet20: of the validation folders, 1000 images in all).
+        seed: Seed of the shapes draw (and of the ImageNet20 subsets).
         bg_correlation: Shapes' background/class correlation.
     """
 
@@ -1014,6 +1022,10 @@ class DatasetConfig:
 
     @property
     def classes(self) -> tuple[str, ...]:
+        if self.name == "imagenet20":
+            from paperlib.imagenet import IMAGENET20_CLASSES
+
+            return IMAGENET20_CLASSES
         return SHAPES_CLASSES if self.name == "shapes" else CIFAR10_CLASSES
 
     def to_dict(self) -> dict:
@@ -1045,6 +1057,10 @@ def load_dataset(cfg: DatasetConfig, split: str = "train") -> tuple[Tensor, Tens
             keep = stratified_subset(labels, n=n, seed=cfg.seed)
             images, labels = images[keep], labels[keep]
         return images, labels
+    if cfg.name == "imagenet20":
+        from paperlib.imagenet import load_imagenet20
+
+        return load_imagenet20(split, cfg.n_train if split == "train" else cfg.n_test, cfg.seed, cfg.size)
     data = load_shapes(cfg)[_SPLITS.index(split)]
     return data.images, data.labels
 
@@ -1052,12 +1068,17 @@ def load_dataset(cfg: DatasetConfig, split: str = "train") -> tuple[Tensor, Tens
 def dataset_unavailable(name: str) -> str | None:
     """Why dataset ``name`` cannot be loaded here, or ``None`` when it can (shapes always can).
 
-    CIFAR-10 is looked up as :func:`load_cifar10` does (and its test split decoded and cached on the way).
+    CIFAR-10 is looked up as :func:`load_cifar10` does (and its test split decoded and cached on the way);
+    ImageNet20's class folders in ``$PAPERLIB_IMAGENET`` are listed (nothing is decoded).
     """
     if name not in DATASETS:
         raise ValueError(f"dataset name must be one of {DATASETS}, got {name!r}")
     if name == "shapes":
         return None
+    if name == "imagenet20":
+        from paperlib.imagenet import imagenet20_unavailable
+
+        return imagenet20_unavailable()
     try:
         load_cifar10("test")
     except FileNotFoundError as exc:

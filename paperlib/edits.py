@@ -36,7 +36,7 @@ from paperlib.controls import CONTROLS, control_directions, energy_fraction, low
 from paperlib.data import fingerprint, from_model_range, to_model_range
 from paperlib.diffusion import ddim_decode, ddim_invert
 from paperlib.metrics import psnr, ssim
-from paperlib.models import ClassConditionalUNet
+from paperlib.models import CDM, clips_x0, model_device
 from paperlib.validate import check_indices, check_tensor
 
 STAGE = "edit_run"
@@ -165,17 +165,18 @@ def _edit_seed(seed: int, edit: Edit, base: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{edit.method}/{edit.k}".encode()) + base) % 2**62
 
 
-def _decode(model: ClassConditionalUNet, z: Tensor, y: Tensor, alpha_bar: Tensor, cfg: ClaridConfig, t_star: int,
+def _decode(model: CDM, z: Tensor, y: Tensor, alpha_bar: Tensor, cfg: ClaridConfig, t_star: int,
             w: float, batch_size: int) -> Tensor:
     outs = []
     for s in range(0, len(z), batch_size):
-        outs.append(ddim_decode(model, z[s : s + batch_size], y[s : s + batch_size], alpha_bar, t_star, 0,
-                                cfg.num_steps, w, model.null_class, clip_x0=cfg.clip_x0))
-    return from_model_range(torch.cat(outs))
+        x0 = ddim_decode(model, z[s : s + batch_size], y[s : s + batch_size], alpha_bar, t_star, 0, cfg.num_steps,
+                         w, model.null_class, clip_x0=clips_x0(model, cfg.clip_x0))
+        outs.append(from_model_range(model.decode(x0)).cpu())
+    return torch.cat(outs)
 
 
 def edit_batch(
-    model: ClassConditionalUNet,
+    model: CDM,
     images: Tensor,
     labels: Tensor,
     alpha_bar: Tensor,
@@ -209,7 +210,10 @@ def edit_batch(
     check_tensor("seeds", seeds, ndim=1, dtype="integer")
     if len(seeds) != len(images):
         raise ValueError(f"seeds must have shape [B] = [{len(images)}], got {tuple(seeds.shape)}")
-    x_t = ddim_invert(model, to_model_range(images), y, alpha_bar, t_star, num_steps=cfg.num_steps)
+    dev = model_device(model)
+    y = y.to(dev)
+    x_t = ddim_invert(model, model.encode(to_model_range(images).to(dev)), y, alpha_bar, t_star,
+                      num_steps=cfg.num_steps)
     shape = tuple(x_t.shape[1:])
     basis = lowfreq_basis(shape[0], shape[1], ecfg.n_freq)
     Vs, sigmas, k_stars = [], [], []
@@ -220,8 +224,9 @@ def edit_batch(
         sigmas.append(sigma)
         k_stars.append(elbow_index(explained_variance_ratio(sigma, cfg.squared_evr)))
     V = torch.stack(Vs)
-    out: dict[str, Tensor] = {"sigma": torch.stack(sigmas), "k_star": torch.tensor(k_stars),
-                              "lowfreq_energy": energy_fraction(V, basis), "x_norm": x_t.flatten(1).norm(dim=1)}
+    out: dict[str, Tensor] = {"sigma": torch.stack(sigmas).cpu(), "k_star": torch.tensor(k_stars),
+                              "lowfreq_energy": energy_fraction(V.cpu(), basis),
+                              "x_norm": x_t.flatten(1).norm(dim=1).cpu()}
     edits = ecfg.edits(t_star)
     too_many = [e.name for e in edits if e.k > x_t[0].numel()]
     if too_many:
@@ -235,16 +240,16 @@ def edit_batch(
         for i in range(len(y)):
             k = k_stars[i] if e.k == K_STAR else e.k
             D = (V[i, :, :k] if e.method == "clarid" else
-                 control_directions(e.method, k, _edit_seed(int(seeds[i]), e, cfg.seed), V=V[i], shape=shape,
-                                    basis=basis))
+                 control_directions(e.method, k, _edit_seed(int(seeds[i]), e, cfg.seed), V=V[i].cpu(), shape=shape,
+                                    basis=basis).to(dev))
             zs.append(project_out(x_t[i], D))
         latents[e.name] = torch.stack(zs)
-    t = torch.full((len(y),), t_star)
+    t = torch.full((len(y),), t_star, device=dev)
     with torch.no_grad():
         f0 = model.features(x_t, t, y, cfg.layer).flatten(1)
         for name, z in latents.items():
-            out[f"dx.{name}"] = (z - x_t).flatten(1).norm(dim=1)
-            out[f"df.{name}"] = (model.features(z, t, y, cfg.layer).flatten(1) - f0).norm(dim=1)
+            out[f"dx.{name}"] = (z - x_t).flatten(1).norm(dim=1).cpu()
+            out[f"df.{name}"] = (model.features(z, t, y, cfg.layer).flatten(1) - f0).norm(dim=1).cpu()
     for w in sorted({e.w for e in edits}):
         names = [e.name for e in edits if e.w == w]
         z = torch.cat([latents[n] for n in names])
@@ -274,7 +279,7 @@ def cached_edit_run(model_key: str, images: Tensor, labels: Tensor, indices: Ten
 
 
 def edit_run(
-    model: ClassConditionalUNet,
+    model: CDM,
     model_key: str,
     images: Tensor,
     labels: Tensor,

@@ -22,13 +22,13 @@ from tqdm import tqdm
 from paperlib.cache import load_or_compute, tensor_fingerprint
 from paperlib.data import to_model_range
 from paperlib.diffusion import ddim_grid, ddim_invert
-from paperlib.models import ClassConditionalUNet
+from paperlib.models import CDM, model_device
 from paperlib.validate import check_int, check_labels, check_tensor, describe
 
 
 @torch.no_grad()
 def layer_time_features(
-    model: ClassConditionalUNet,
+    model: CDM,
     images: Tensor,
     labels: Tensor,
     alpha_bar: Tensor,
@@ -47,7 +47,7 @@ def layer_time_features(
             (features that see only the image).
         alpha_bar: ``[T + 1]`` schedule of the model.
         times: Grid times (``0`` = the clean image itself).
-        layers: Layer names (:meth:`ClassConditionalUNet.layer_names`).
+        layers: Layer names (:meth:`paperlib.models.CDM.layer_names`).
         num_steps: DDIM grid of the inversion.
         batch_size: Images per batch.
         progress: tqdm bar over batches.
@@ -62,7 +62,7 @@ def layer_time_features(
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be a torch.uint8 tensor of shape [N, 3, H, W], got {describe(images)}")
     check_tensor("images", images, nonempty=True)
-    labels = check_labels("labels", labels, len(images), model.cfg.num_classes, allow_null=True)
+    labels = check_labels("labels", labels, len(images), model.num_classes, allow_null=True)
     batch_size = check_int("batch_size", batch_size, 1)
     times = [check_int("times[]", t, 0) for t in times]
     grid = ddim_grid(len(alpha_bar) - 1, num_steps).tolist()
@@ -76,21 +76,31 @@ def layer_time_features(
         raise ValueError(f"layers must be among {names}, got {layers}")
     out: dict[tuple[str, int], list[Tensor]] = {(layer, t): [] for layer in layers for t in times}
     t_max = max(times)
+    dev = model_device(model)
     for start in tqdm(range(0, len(images), batch_size), desc="CDM features", disable=not progress, leave=False):
-        x0 = to_model_range(images[start : start + batch_size])
-        y = labels[start : start + batch_size]
+        x0 = model.encode(to_model_range(images[start : start + batch_size]).to(dev))
+        y = labels[start : start + batch_size].to(dev)
         traj = {0: x0}
         if t_max > 0:
             _, traj = ddim_invert(model, x0, y, alpha_bar, t_max, num_steps=num_steps, return_trajectory=True)
         for t in times:
             tt = torch.full((len(y),), t)
-            for layer in layers:
-                out[(layer, t)].append(model.pooled_features(traj[t], tt, y, layer).float())
+            for layer, f in _pooled(model, traj[t], tt, y, layers).items():
+                out[(layer, t)].append(f.float().cpu())
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+def _pooled(model: CDM, x_t: Tensor, t: Tensor, y: Tensor, layers: list[str]) -> dict[str, Tensor]:
+    """``avgpool f_{l,t}`` of every layer, from one forward pass when the model offers it (the DiT's
+    ``pooled_features_many``), else one truncated pass per layer."""
+    many = getattr(model, "pooled_features_many", None)
+    if many is not None:
+        return many(x_t, t, y, layers)
+    return {layer: model.pooled_features(x_t, t, y, layer) for layer in layers}
+
+
 def image_features(
-    model: ClassConditionalUNet,
+    model: CDM,
     images: Tensor,
     labels: Tensor,
     alpha_bar: Tensor,
@@ -106,7 +116,7 @@ def image_features(
 
 
 def cached_image_features(
-    model: ClassConditionalUNet,
+    model: CDM,
     model_key: str,
     images: Tensor,
     labels: Tensor,
@@ -136,7 +146,7 @@ def cached_image_features(
 
 
 def layer_time_nmi(
-    model: ClassConditionalUNet,
+    model: CDM,
     model_key: str,
     images: Tensor,
     labels: Tensor,
@@ -182,7 +192,7 @@ def layer_time_nmi(
 
 
 def methods_nmi(
-    model: ClassConditionalUNet,
+    model: CDM,
     model_key: str,
     sets: dict[str, Tensor],
     labels: Tensor,
@@ -218,7 +228,7 @@ def methods_nmi(
 
 
 def condition_control(
-    model: ClassConditionalUNet,
+    model: CDM,
     model_key: str,
     images: Tensor,
     labels: Tensor,

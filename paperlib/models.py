@@ -1,4 +1,6 @@
-"""Class-conditional pixel-space diffusion models (CDMs) built on diffusers' ``UNet2DModel`` (spec §3.4, §8.8).
+"""Class-conditional pixel-space diffusion models (CDMs) built on diffusers' ``UNet2DModel`` (spec §3.4, §8.8),
+and the interface every CDM of the book offers (:class:`CDM`: this UNet, and the latent DiT of
+:mod:`paperlib.dit`).
 
 A :class:`ClassConditionalUNet` wraps a ``UNet2DModel`` with ``num_class_embeds = num_classes + 1``: label
 ``num_classes`` is the null class ``∅`` of classifier-free guidance, learned through label dropout. It is an
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from diffusers import UNet2DModel
@@ -26,9 +29,10 @@ NUM_TIMESTEPS = 1000
 :class:`ClassConditionalUNet`. A module constant, not a :class:`CDMConfig` field: ``CDMConfig.to_dict()`` is
 hashed into the cache keys of committed artifacts."""
 
-LAYER_SYNTAX = ("conv_in", "down.{i}", "mid", "up.{i}")
-"""Forms of a feature layer name; which indices ``i`` exist depends on the model (:meth:`layer_names`)."""
-_LAYER_RE = re.compile(r"conv_in|mid|(down|up)\.(0|[1-9][0-9]*)")
+LAYER_SYNTAX = ("conv_in", "down.{i}", "mid", "up.{i}", "block.{i}")
+"""Forms of a feature layer name (UNets: the first four; DiTs: ``block.{i}``, the output of transformer block
+``i``); which indices ``i`` exist depends on the model (:meth:`CDM.layer_names`)."""
+_LAYER_RE = re.compile(r"conv_in|mid|(down|up|block)\.(0|[1-9][0-9]*)")
 
 
 def check_layer_syntax(name: str, layer: object) -> str:
@@ -41,6 +45,60 @@ def check_layer_syntax(name: str, layer: object) -> str:
         raise ValueError(f"{name} must be a layer name of the form {' | '.join(LAYER_SYNTAX)} (i = 0, 1, ...), "
                          f"got {layer!r}")
     return layer
+
+
+@runtime_checkable
+class CDM(Protocol):
+    """What the chapters need of a class-conditional diffusion model, pixel-space or latent.
+
+    The diffusion runs on ``x`` of shape ``[B, *latent_shape]``: images in ``[-1, 1]`` for a pixel model
+    (:class:`ClassConditionalUNet`, ``encode``/``decode`` are the identity), VAE latents for a latent one
+    (:class:`paperlib.dit.LatentDiT`, spec §1: ``z = 0.18215 E(image)``). Labels are ``0..num_classes - 1``
+    and ``null_class`` (``= num_classes``), the unconditional branch of classifier-free guidance.
+
+    Attributes:
+        data_range: Range of the clean ``x_0`` (:func:`paperlib.diffusion.ddim_invert` checks it); ``None``
+            for unbounded latents, where clamping the predicted ``x_0`` (``clip_x0``) is meaningless.
+        jacobian_layer: The layer ``l`` whose Jacobian the paper decomposes for this architecture (App. E:
+            after the mid block for UNets, the last block for DiT).
+        jacobian_chunk_size: Tangents per autodiff pass in CLARID's Jacobian products (``None``: all at once).
+    """
+
+    data_range: tuple[float, float] | None
+    jacobian_layer: str
+    jacobian_chunk_size: int | None
+
+    def __call__(self, x_t: Tensor, t: Tensor, y: Tensor) -> Tensor: ...  # eps_theta(x_t, t, y), [B, *latent_shape]
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def null_class(self) -> int: ...
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]: ...
+
+    def layer_names(self) -> list[str]: ...
+
+    def features(self, x_t: Tensor, t: Tensor, y: Tensor, layer: str) -> Tensor: ...
+
+    def pooled_features(self, x_t: Tensor, t: Tensor, y: Tensor, layer: str) -> Tensor: ...
+
+    def encode(self, images: Tensor) -> Tensor: ...  # [B, 3, H, W] in [-1, 1] -> clean x_0 [B, *latent_shape]
+
+    def decode(self, x0: Tensor) -> Tensor: ...  # clean x_0 -> [B, 3, H, W] images, nominally in [-1, 1]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (CPU for a model without parameters)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
+def clips_x0(model: CDM, clip_x0: bool) -> bool:
+    """Whether to clamp the predicted clean sample when decoding with ``model``: only if asked and the model's
+    clean samples are bounded (pixels; never VAE latents)."""
+    return bool(clip_x0) and model.data_range is not None
 
 
 @dataclass(frozen=True)
@@ -125,6 +183,12 @@ class ClassConditionalUNet(nn.Module):
     data_range: tuple[float, float] = (-1.0, 1.0)
     """Range of clean images (``paperlib.data.to_model_range``); :func:`paperlib.diffusion.ddim_invert` checks it."""
 
+    jacobian_layer: str = "mid"
+    """The paper's Jacobian layer for UNets: the features after the mid block (h-space, App. E [S])."""
+
+    jacobian_chunk_size: int | None = None
+    """All tangents of a Jacobian product in one autodiff pass (the book's UNets are small)."""
+
     def __init__(self, cfg: CDMConfig, num_timesteps: int = NUM_TIMESTEPS):
         super().__init__()
         self.cfg = cfg
@@ -136,6 +200,24 @@ class ClassConditionalUNet(nn.Module):
     def null_class(self) -> int:
         """Label of the unconditional branch ``∅``."""
         return self.cfg.num_classes
+
+    @property
+    def num_classes(self) -> int:
+        """Real classes (labels ``0..num_classes - 1``)."""
+        return self.cfg.num_classes
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """Shape ``(C, H, W)`` of one sample of the diffusion: the image itself (pixel space)."""
+        return (self.cfg.in_channels, self.cfg.sample_size, self.cfg.sample_size)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Clean ``x_0`` of images in ``[-1, 1]``: the images themselves (pixel space)."""
+        return images
+
+    def decode(self, x0: Tensor) -> Tensor:
+        """Images of clean samples ``x_0``: the samples themselves (pixel space)."""
+        return x0
 
     def layer_names(self) -> list[str]:
         """Feature layers in forward order."""

@@ -117,10 +117,13 @@ def toy_panels(
 
 
 def loss_curves(curves: Mapping[str, np.ndarray], window: int = 200, ylabel: str = "loss") -> Figure:
-    """Running-mean training curves, one line per run."""
+    """Running-mean training curves, one line per run (a run without a recorded history, e.g. a pretrained
+    model, is left out)."""
     fig, ax = plt.subplots(figsize=(4.5, 2.6))
     for name, c in curves.items():
         c = _np(c).astype(float)
+        if len(c) == 0:
+            continue
         w = max(1, min(window, len(c) // 5))
         ax.plot(np.convolve(c, np.ones(w) / w, mode="valid"), lw=1, label=name)
     ax.set_xlabel("step")

@@ -27,7 +27,7 @@ from paperlib.cache import dir_lock, load_or_compute, module_fingerprint, remove
 from paperlib.data import from_model_range
 from paperlib.diffusion import ddim_grid, two_stage_sample
 from paperlib.metrics import knee_point, saturation_point
-from paperlib.models import ClassConditionalUNet
+from paperlib.models import CDM, clips_x0, model_device
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
 
 
@@ -42,7 +42,7 @@ def _check_grid(alpha_bar: Tensor, t_switches: Sequence[int], n_per_class: int, 
 
 @torch.no_grad()
 def two_stage_predictions(
-    model: ClassConditionalUNet,
+    model: CDM,
     classifiers: dict[str, nn.Module],
     alpha_bar: Tensor,
     t_c: int,
@@ -64,14 +64,16 @@ def two_stage_predictions(
     from paperlib.classifiers import predict
 
     _check_grid(alpha_bar, [t_c], n_per_class, num_steps)
-    C, s = model.cfg.num_classes, model.cfg.sample_size
-    labels = torch.arange(C).repeat_interleave(n_per_class)
+    dev = model_device(model)
+    labels = torch.arange(model.num_classes).repeat_interleave(n_per_class)
     imgs = []
     for b, start in enumerate(range(0, len(labels), batch_size)):
-        y = labels[start : start + batch_size]
-        x = two_stage_sample(model, (len(y), 3, s, s), y, alpha_bar, t_c, model.null_class,
-                             generator=seed * 100_003 + b, num_steps=num_steps, clip_x0=clip_x0)
-        imgs.append(from_model_range(x))
+        y = labels[start : start + batch_size].to(dev)
+        # x_T is drawn on the CPU from the seed, then moved: the same seed gives the same noise on any device
+        x = two_stage_sample(model, (len(y), *model.latent_shape), y, alpha_bar, t_c, model.null_class,
+                             generator=seed * 100_003 + b, num_steps=num_steps, device=dev,
+                             clip_x0=clips_x0(model, clip_x0))
+        imgs.append(from_model_range(model.decode(x)).cpu())
     samples = torch.cat(imgs)
     return samples, {name: predict(clf, samples).argmax(1) for name, clf in classifiers.items()}
 
@@ -88,7 +90,7 @@ def _accuracy_rows(t_c: int, preds: dict[str, Tensor], labels: Tensor) -> list[d
 
 
 def two_stage_accuracy(
-    model: ClassConditionalUNet,
+    model: CDM,
     classifiers: dict[str, nn.Module],
     alpha_bar: Tensor,
     t_switches: Sequence[int],
@@ -122,7 +124,7 @@ def two_stage_accuracy(
         and ``{t_c: [N, 3, H, W] uint8}``.
     """
     _check_grid(alpha_bar, t_switches, n_per_class, num_steps)
-    labels = torch.arange(model.cfg.num_classes).repeat_interleave(n_per_class)
+    labels = torch.arange(model.num_classes).repeat_interleave(n_per_class)
     rows, samples = [], {}
     for t_c in tqdm(list(t_switches), desc="two-stage sampling", disable=not progress):
         samples[t_c], preds = two_stage_predictions(model, classifiers, alpha_bar, t_c, n_per_class, num_steps,
@@ -165,7 +167,7 @@ def book_two_stage_accuracy(
         :func:`plateau_t_star`; sample ``j`` starts from the same noise at every ``t_c``).
     """
     _check_grid(cdm.alpha_bar, t_switches, n_per_class, num_steps)
-    C = cdm.model.cfg.num_classes
+    C = cdm.model.num_classes
     keep = min(keep_per_class, n_per_class)
     keep_rows = (torch.arange(C)[:, None] * n_per_class + torch.arange(keep)).flatten()
     labels = torch.arange(C).repeat_interleave(n_per_class)

@@ -13,6 +13,14 @@ import torch
 from paperlib import __version__
 from paperlib.paths import cache_dir
 
+_BOOK_DEVICE: torch.device | None = None
+
+
+def book_device() -> torch.device:
+    """The device of the running chapter, as its :func:`setup` resolved it (the CPU before any setup): where
+    :func:`paperlib.train.load_book_cdm` puts the book's models."""
+    return _BOOK_DEVICE if _BOOK_DEVICE is not None else torch.device("cpu")
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch's global generators (library code takes explicit generators)."""
@@ -40,13 +48,14 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> torch.de
         verbose: Print versions, device and cache location.
 
     Returns:
-        The resolved ``torch.device``.
+        The resolved ``torch.device``, also recorded as the chapter's :func:`book_device`.
     """
     from paperlib.plotting import use_style
 
+    global _BOOK_DEVICE
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     seed_everything(seed)
-    dev = resolve_device(device)
+    dev = _BOOK_DEVICE = resolve_device(device)
     use_style()
     if verbose:
         print(

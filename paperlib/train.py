@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from paperlib.cache import ProvenanceError, artifact_exists, config_key, load_artifact, save_artifact
 from paperlib.checkpoint import flatten_optimizer, strip_prefix, unflatten_optimizer
-from paperlib.data import DATASETS, DatasetConfig, fingerprint, load_dataset
+from paperlib.data import TRAINED_DATASETS, DatasetConfig, fingerprint, load_dataset
 from paperlib.diffusion import alpha_bar, linear_beta_schedule, q_sample
 from paperlib.models import CDMConfig, ClassConditionalUNet, num_parameters
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
@@ -325,14 +325,23 @@ MILESTONE_EVERY = 10_000
 """Full-profile runs keep the EMA model every this many steps (the scaling study of chapter 5)."""
 
 
+PROFILES = ("smoke", "full", "paper")
+"""The book's profiles; ``"paper"`` (a GPU machine) uses the full profile's CDMs for shapes and CIFAR-10 and
+the pretrained DiT-XL/2 for ImageNet20 (:func:`paperlib.dit.book_dit_recipe`)."""
+
+
 def cdm_recipe(dataset: str, profile: str, steps: int | None = None) -> CDMRecipe:
     """The book's CDM for ``dataset`` in ``profile`` (``"smoke"``: a tiny model trained in seconds).
 
     Full profile [O]: a 1.1M-parameter UNet (channels 32/64/64, self-attention at the lowest resolution),
-    batch 64; shapes at 16x16, CIFAR-10 at 32x32 with flips; ``steps`` defaults to :data:`BOOK_STEPS`.
+    batch 64; shapes at 16x16, CIFAR-10 at 32x32 with flips; ``steps`` defaults to :data:`BOOK_STEPS`. The
+    paper profile trains nothing new: it uses the full profile's recipes (ImageNet20's CDM is pretrained).
     """
-    if profile not in ("smoke", "full"):
-        raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if dataset == "imagenet20":
+        raise ValueError("ImageNet20's CDM is the pretrained DiT-XL/2, not trained here: see "
+                         "paperlib.dit.book_dit_recipe")
     if dataset == "shapes":
         data = DatasetConfig("shapes", size=16)
         train = TrainConfig(steps=BOOK_STEPS[dataset], lr=3e-4)
@@ -340,7 +349,7 @@ def cdm_recipe(dataset: str, profile: str, steps: int | None = None) -> CDMRecip
         data = DatasetConfig("cifar10", size=32, n_train=50_000, n_test=10_000)
         train = TrainConfig(steps=BOOK_STEPS[dataset], lr=3e-4, hflip=True)
     else:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        raise ValueError(f"dataset must be one of {TRAINED_DATASETS}, got {dataset!r}")
     cdm = CDMConfig(sample_size=data.size, num_classes=len(data.classes), attention_levels=(2,))
     if profile == "smoke":
         cdm = CDMConfig(sample_size=data.size, num_classes=len(data.classes), block_out_channels=(16, 32, 32),
@@ -481,11 +490,25 @@ class BookCDM:
         raise FileNotFoundError(f"no finished CDM artifact for key {self.recipe.key}")
 
 
-def load_book_cdm(dataset: str, profile: str, progress: bool = True) -> BookCDM:
+def load_book_cdm(dataset: str, profile: str, progress: bool = True, device: str | torch.device | None = None
+                  ) -> BookCDM:
     """The book's CDM of ``dataset`` in ``profile`` (trained if needed, see :func:`load_or_train_cdm`) and
-    its training set."""
+    its training set; ImageNet20's is the pretrained DiT-XL/2 (:func:`paperlib.dit.load_book_dit`).
+
+    Args:
+        device: Where the model runs; ``None``: the chapter's device (:func:`paperlib.setup.book_device`,
+            set by its setup cell; the CPU when no setup ran).
+    """
+    from paperlib.setup import book_device
+
+    device = book_device() if device is None else torch.device(device)
+    if dataset == "imagenet20":
+        from paperlib.dit import load_book_dit
+
+        return load_book_dit(profile, device)
     recipe = cdm_recipe(dataset, profile)
     model, manifest = load_or_train_cdm(recipe, publish=profile == "full", progress=progress)
+    model = model.to(device)
     images, labels = load_dataset(recipe.data, "train")
     fp = fingerprint(images, labels)
     if manifest.get("data") != fp:
@@ -556,7 +579,7 @@ def load_run_at(recipe: CDMRecipe, checkpoint: str | Path | None = None) -> Book
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m paperlib.train", description="Train (a piece of) a CDM.")
-    parser.add_argument("--dataset", choices=DATASETS, required=True)
+    parser.add_argument("--dataset", choices=TRAINED_DATASETS, required=True)
     parser.add_argument("--profile", choices=["smoke", "full"], default="full")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

@@ -92,3 +92,32 @@ def test_check_html_finds_paths_logs_duplicates_and_the_injected_cell():
     assert any("s/it]" in p for p in check_html(tqdm))
     assert any("C:\\\\" in p or "C:" in p for p in check_html(PAGE.format(out=r"C:\\Users\\me\\x", inj="",
                                                                         tables="")))
+
+
+def test_every_profile_sets_only_parameters_the_notebooks_have():
+    import re
+
+    import nbformat
+
+    from paperlib.book import PROFILE_DIR, notebooks, profile_parameters
+
+    profiles = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    assert {"smoke", "full", "paper"} <= set(profiles)
+    for path in notebooks():
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        names = set(re.findall(r"^([A-Z_][A-Z0-9_]*)\s*=", cell.source, flags=re.M))
+        for profile in profiles:
+            assert set(profile_parameters(profile, path.stem)) <= names, (profile, path.name)
+
+
+def test_the_paper_profile_runs_chapters_2_to_5_on_imagenet20_on_a_gpu():
+    from paperlib.book import profile_parameters
+    from paperlib.factors import ABLATIONS
+
+    for stem in ("02_t_star", "03_evr_elbow", "04_nmi", "05_canonical_samples"):
+        p = profile_parameters("paper", stem)
+        assert p["PROFILE"] == "paper" and p["DEVICE"] == "cuda" and "imagenet20" in p["DATASETS"], stem
+    assert profile_parameters("paper", "02_t_star")["N_PER_CLASS"] == 5  # the paper's
+    assert profile_parameters("paper", "03_evr_elbow")["N_IMAGES"] == 1000
+    variants = profile_parameters("paper", "05_canonical_samples")["ABLATION_VARIANTS"]
+    assert set(variants) <= set(ABLATIONS) and not any("layer" in v for v in variants)  # no UNet layers on a DiT

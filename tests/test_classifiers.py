@@ -26,7 +26,7 @@ from paperlib.classifiers import (
     recipe_config,
     train_classifier,
 )
-from paperlib.data import DATASETS, fingerprint
+from paperlib.data import TRAINED_DATASETS, fingerprint
 from paperlib.paths import ARTIFACTS_DIR
 
 TINY = {"epochs": 1, "batch_size": 16}
@@ -70,7 +70,7 @@ def test_every_arch_builds_and_predicts(arch, size):
 
 
 def test_recommended_epochs_cover_every_dataset_and_arch():
-    assert set(RECOMMENDED_EPOCHS) == set(DATASETS)
+    assert set(RECOMMENDED_EPOCHS) == set(TRAINED_DATASETS)
     assert all(set(per_arch) == set(CLASSIFIER_ARCHS) for per_arch in RECOMMENDED_EPOCHS.values())
 
 
@@ -413,3 +413,38 @@ def test_cli_pauses_with_a_budget_and_does_not_record_a_recipe_the_book_does_not
     choices = _choices_path("smoke")
     assert not choices.exists() or "cifar10" not in json.loads(choices.read_text())
     assert list((cache_dir() / "classifier").glob("*.resume.safetensors"))
+
+
+def test_subset_classifier_is_the_networks_logits_of_those_classes():
+    import torch.nn.functional as F
+
+    from paperlib.classifiers import pretrained_classifiers
+
+    clf = pretrained_classifiers([15, 95, 999], names={"vit": "test_vit"}, pretrained=False)["vit"]  # no download
+    assert clf.arch == "vit" and clf.num_classes == 3 and clf.image_size == 160 and not clf.training
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ref = clf.net((F.interpolate(x, size=(160, 160), mode="bicubic", antialias=True) - 0.5) / 0.5)
+    torch.testing.assert_close(clf(x), ref[:, [15, 95, 999]], rtol=1e-5, atol=1e-5)
+    logits = predict(clf, (x * 255).to(torch.uint8))
+    assert logits.shape == (2, 3)
+    with pytest.raises(ValueError, match=r"x must be a float tensor of shape \[B, 3, H, W\]"):
+        clf(torch.rand(2, 1, 64, 64))
+
+
+def test_book_classifiers_of_imagenet20_are_the_pretrained_ensemble(monkeypatch):
+    from types import SimpleNamespace
+
+    from paperlib.classifiers import PRETRAINED_IMAGENET, book_classifiers
+    from paperlib.data import DatasetConfig
+    from paperlib.imagenet import IMAGENET20_INDICES
+    from paperlib.selection import load_choice
+
+    calls = []
+    monkeypatch.setattr(classifiers, "pretrained_classifiers",
+                        lambda idx, device="cpu": calls.append((tuple(idx), str(device))) or {"vit": "stub"})
+    cdm = SimpleNamespace(recipe=SimpleNamespace(data=DatasetConfig("imagenet20", size=256)))
+    assert book_classifiers(cdm, "paper", "imagenet20", {}) == {"vit": "stub"}
+    assert load_choice("paper", "imagenet20", "classifiers") == {"pretrained": PRETRAINED_IMAGENET}
+    assert book_classifiers(cdm, "paper", "imagenet20") == {"vit": "stub"}  # later chapters: the same ensemble
+    assert calls == [(IMAGENET20_INDICES, "cpu")] * 2
+    assert set(PRETRAINED_IMAGENET) == {"vit", "swinv2", "convnextv2"}

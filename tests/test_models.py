@@ -134,3 +134,17 @@ def test_layer_syntax():
     for bad in ("foo", "down", "down.", "down.01", "up.-1", "mid_block", 3):
         with pytest.raises(ValueError, match=r"layer must be a layer name of the form conv_in \| down.\{i\}"):
             check_layer_syntax("layer", bad)
+
+
+def test_the_unet_is_a_cdm_in_pixel_space(unet):
+    from paperlib.models import CDM, clips_x0, model_device
+
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert isinstance(unet, CDM) and unet.encode(x) is x and unet.decode(x) is x
+    assert unet.latent_shape == (3, 16, 16) and unet.num_classes == 4 and unet.jacobian_layer == "mid"
+    assert unet.jacobian_chunk_size is None and clips_x0(unet, True) and not clips_x0(unet, False)
+    assert model_device(unet) == torch.device("cpu")
+    assert check_layer_syntax("layer", "block.27") == "block.27"
+    from paperlib.canonical import ClaridConfig
+
+    assert ClaridConfig().layer == unet.jacobian_layer  # chapter 3 passes it: the UNets' runs keep their keys

@@ -73,7 +73,24 @@ def test_bad_input():
     with pytest.raises(ValueError, match="dataset must be one of"):
         cdm_recipe("mnist", "smoke")
     with pytest.raises(ValueError, match="profile must be"):
-        cdm_recipe("shapes", "paper")
+        cdm_recipe("shapes", "gpu")
+    with pytest.raises(ValueError, match="pretrained DiT-XL/2"):
+        cdm_recipe("imagenet20", "paper")
+
+
+def test_the_paper_profile_reuses_the_full_cdms_and_loads_the_dit_for_imagenet20(monkeypatch):
+    import paperlib.dit
+    from paperlib.setup import book_device, setup
+    from paperlib.train import load_book_cdm
+
+    for ds in ("shapes", "cifar10"):
+        assert cdm_recipe(ds, "paper") == cdm_recipe(ds, "full")
+    seen = []
+    monkeypatch.setattr(paperlib.dit, "load_book_dit", lambda profile, device: seen.append((profile, device)) or "dit")
+    assert load_book_cdm("imagenet20", "paper") == "dit"
+    setup(0, "cpu", verbose=False)
+    assert book_device() == torch.device("cpu")
+    assert seen == [("paper", torch.device("cpu"))]
 
 
 def test_load_or_train_saves_and_reloads(tmp_path, monkeypatch):
