@@ -734,7 +734,12 @@ def load_or_train_classifier(
     final = artifact_path(STAGE, config, CACHE_VERSION, publish)
     resume = final.with_name(f"{key}.resume.safetensors")
     split = _test_split(test)
-    monitor = None if split is None else (split[0][:_MONITOR_N], split[1][:_MONITOR_N])
+    monitor = None
+    if split is not None:  # class-stratified: the CIFAR-10 test set is sorted by class
+        from paperlib.data import stratified_subset
+
+        rows = stratified_subset(split[1], n=min(_MONITOR_N, len(split[1])), seed=0)
+        monitor = (split[0][rows], split[1][rows])
     try:
         model, history = train_classifier(cfg, images, labels, num_classes, progress=progress, checkpoint=resume,
                                           max_seconds=max_seconds, monitor=monitor)

@@ -448,3 +448,26 @@ def test_book_classifiers_of_imagenet20_are_the_pretrained_ensemble(monkeypatch)
     assert book_classifiers(cdm, "paper", "imagenet20") == {"vit": "stub"}  # later chapters: the same ensemble
     assert calls == [(IMAGENET20_INDICES, "cpu")] * 2
     assert set(PRETRAINED_IMAGENET) == {"vit", "swinv2", "convnextv2"}
+
+
+def test_monitor_subset_is_class_stratified(tmp_path, monkeypatch):
+    import paperlib.classifiers as classifiers
+
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(*args, monitor=None, **kwargs):
+        seen["labels"] = monitor[1]
+        raise Stop
+
+    monkeypatch.setattr(classifiers, "train_classifier", capture)
+    test_labels = torch.arange(10).repeat_interleave(500)  # sorted by class, as CIFAR-10's test set
+    test_images = torch.zeros(len(test_labels), 3, 16, 16, dtype=torch.uint8)
+    images, labels = torch.zeros(20, 3, 16, 16, dtype=torch.uint8), torch.arange(20) % 10
+    with pytest.raises(Stop):
+        classifiers.load_or_train_classifier(classifiers.ClassifierConfig(arch="resnet", epochs=1), images, labels,
+                                             10, "fp", test=(test_images, test_labels))
+    assert torch.equal(torch.bincount(seen["labels"], minlength=10), torch.full((10,), 200))
