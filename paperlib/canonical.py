@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from paperlib.cache import config_key, load_artifact, load_or_compute, save_artifact
 from paperlib.clarid import METHODS, elbow_index, explained_variance_ratio, extraneous_directions, project_out
@@ -34,6 +33,7 @@ from paperlib.data import fingerprint, from_model_range, to_model_range
 from paperlib.diffusion import ddim_decode, ddim_invert
 from paperlib.models import NUM_TIMESTEPS, ClassConditionalUNet, check_layer_syntax
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
+from paperlib.progress import tqdm
 from paperlib.train import BookCDM
 from paperlib.validate import check_int, check_labels, check_tensor, describe
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from paperlib.diffusion import DATA_RANGE_TOL, EpsModel, ddim_decode, ddim_invert
+from paperlib.progress import tqdm
 from paperlib.validate import check_int, check_labels, check_tensor
 
 FeatureFn = Callable[[Tensor], Tensor]

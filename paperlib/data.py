@@ -814,7 +814,8 @@ def _verify(archive: Path, sums: Path, required: bool) -> str:
 def _decode_archive(archive: Path) -> dict[str, np.ndarray]:
     """Decode every JPEG -> {x_train, y_train, x_test, y_test}, each sorted by (class, file name)."""
     from PIL import Image
-    from tqdm import tqdm
+
+    from paperlib.progress import tqdm
 
     found: dict[str, list[tuple[int, str, np.ndarray]]] = {s: [] for s in _SPLITS}
     with tarfile.open(archive, "r:gz") as tar:

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from paperlib.classifiers import ClassifierConfig, load_or_train_classifier, predict
 from paperlib.data import ShapesData, background_only, backgrounds_challenge, make_shapes
+from paperlib.progress import tqdm
 
 BOX_MARGIN = 1
 """Margin of the greyed foreground box of the background-only view (pixels, at 16x16)."""

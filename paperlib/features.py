@@ -17,12 +17,12 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from paperlib.cache import load_or_compute, tensor_fingerprint
 from paperlib.data import to_model_range
 from paperlib.diffusion import ddim_grid, ddim_invert
 from paperlib.models import ClassConditionalUNet
+from paperlib.progress import tqdm
 from paperlib.validate import check_int, check_labels, check_tensor, describe
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from paperlib.cache import dir_lock, load_or_compute, module_fingerprint, remove_stale_tmp, write_durable
 from paperlib.data import from_model_range
@@ -29,6 +28,7 @@ from paperlib.diffusion import ddim_grid, two_stage_sample
 from paperlib.metrics import knee_point, saturation_point
 from paperlib.models import ClassConditionalUNet
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
+from paperlib.progress import tqdm
 
 
 def _check_grid(alpha_bar: Tensor, t_switches: Sequence[int], n_per_class: int, num_steps: int) -> None:

@@ -24,10 +24,10 @@ import torch
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
 from paperlib.diffusion import alpha_bar as make_alpha_bar
 from paperlib.diffusion import linear_beta_schedule, q_sample
+from paperlib.progress import tqdm
 
 NULL_CLASS = 2
 """Label of the unconditional branch (classes are 0 and 1)."""
