@@ -975,6 +975,9 @@ def load_cifar10(split: str = "train", source: str | None = None) -> tuple[Tenso
 DATASETS: tuple[str, ...] = ("shapes", "cifar10")
 """Datasets every image chapter runs on (a notebook parameter)."""
 
+DATASET_NAMES: dict[str, str] = {"shapes": "shapes", "cifar10": "CIFAR-10"}
+"""How the prose names each dataset."""
+
 
 @dataclass(frozen=True)
 class DatasetConfig:

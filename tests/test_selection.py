@@ -99,3 +99,15 @@ def test_choices_round_trip(tmp_path, monkeypatch):
     assert load_choice("smoke", "cifar10", "t_star") == 400
     with pytest.raises(KeyError, match="02_t_star"):
         load_choice("smoke", "shapes", "feature_t")
+
+
+def test_saturation_verdict():
+    t = [0, 500, 1000]
+    assert selection.saturation_verdict(t, [0.10, 0.80, 0.81], [0.02, 0.02, 0.02], 500) == "holds"
+    assert selection.saturation_verdict(t, [0.10, 0.50, 0.81], [0.02, 0.02, 0.02], 1000) == "partly"
+    # a rise of 0.05 is within two standard errors of the difference (2 * sqrt(2) * 0.02 = 0.057)
+    assert selection.saturation_verdict(t, [0.10, 0.12, 0.15], [0.02, 0.02, 0.02], 500) == "does not"
+    with pytest.raises(ValueError, match="one value per switch time"):
+        selection.saturation_verdict(t, [0.1, 0.2], [0.01, 0.01], 500)
+    with pytest.raises(ValueError, match="increasing"):
+        selection.saturation_verdict([0, 1000, 500], [0.1, 0.2, 0.3], [0.0] * 3, 500)
