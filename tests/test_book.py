@@ -202,3 +202,31 @@ def test_choices_table():
         choices_frame([("K", 20, "X", "")])
     with pytest.raises(ValueError, match="choice, value, tag, note"):
         choices_table([("K", 20, "O")])
+
+
+def _code_cells():
+    import nbformat
+
+    from paperlib.book import notebooks
+
+    for path in notebooks():
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type == "code":
+                yield path.name, i, cell
+
+
+def test_notebook_code_fits_88_columns():
+    wide = [f"{name} cell {i}: {len(line)} columns: {line[:60]}..." for name, i, cell in _code_cells()
+            for line in cell.source.splitlines() if len(line) > 88]
+    assert not wide, "\n".join(wide)
+
+
+def test_setup_cells_are_collapsed_and_analysis_cells_shown():
+    import re
+
+    for name, i, cell in _code_cells():
+        tags = cell.metadata.get("tags", [])
+        if re.search(r"^\s*(device = )?setup\(", cell.source, flags=re.M):
+            assert "hide-input" in tags, f"{name} cell {i} calls setup(): tag it hide-input"
+        elif "parameters" not in tags:
+            assert not {"remove-cell", "remove-input"} & set(tags), f"{name} cell {i}: analysis code is shown"

@@ -1,10 +1,14 @@
 """The registry of the paper's claims, the verdict rules and the results page's tables."""
 
+import re
 
 import pytest
 
 from paperlib import claims
+from paperlib.book import NOTEBOOK_DIR, notebooks
 from paperlib.claims import (
+    CLAIMS,
+    PLANNED_CHAPTERS,
     Claim,
     answer,
     combine,
@@ -85,6 +89,21 @@ def test_chapter_rows_list_written_then_planned_chapters():
     values = {"01_x": {"answer": "**Q?** Yes: x.", "claim_c1": "holds"}}
     rows = claims.chapter_rows(values, ["01_x", "02_z"], claims=[C, D])
     assert rows == [("01_x", "**Q?** Yes: x.", "1 holds"), ("02_z", "", ""), ("06_y", "", "1 not yet run")]
+
+
+def test_the_registry_is_consistent_with_the_notebooks():
+    ids = [c.id for c in CLAIMS]
+    assert len(ids) == len(set(ids)), "claim ids must be unique"
+    stems = {p.stem for p in notebooks()}
+    for c in CLAIMS:
+        assert c.chapter in stems or c.chapter in PLANNED_CHAPTERS, f"{c.id}: no chapter {c.chapter!r}"
+        if c.chapter not in stems:
+            continue
+        source = (NOTEBOOK_DIR / f"{c.chapter}.ipynb").read_text()
+        # the chapter glues the verdict, and the label the results page links to exists there
+        assert re.search(rf'glue_verdict\(\\?"{c.id}\\?"', source), f"{c.chapter} does not glue {c.verdict_key}"
+        assert not c.shown or f":name: {c.shown}" in source, f"{c.chapter} has no figure or table {c.shown!r}"
+        assert c.ours and c.fields(), f"{c.id}: a written chapter's claim needs an `ours` template"
 
 
 def test_stars_outside_math_are_escaped():

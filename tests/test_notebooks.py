@@ -96,3 +96,21 @@ def test_canonical_samples_notebook_smoke():
     for key in ("cls_orig", "cls_clarid", "cls_random", "fam_clarid"):
         assert 0 <= float(g[key]) <= 1, key
     assert float(g["inside_orig"]) == 0 and float(g["outside_orig"]) == 0  # an image does not change itself
+
+
+def test_results_page_smoke():
+    """Runs after the chapters (file order): every claim of an executed chapter has its verdict and the
+    values its ``ours`` template names; the chapters' opening answers are glued."""
+    from paperlib.claims import CLAIMS, chapter_values, verdict_of
+
+    g = _run("00_results")
+    assert "results" in g and g["summary"].startswith("Of the paper's")
+    values = chapter_values("smoke")
+    for c in CLAIMS:
+        if c.chapter not in values:
+            assert verdict_of(c, values) == "not yet run", c.id
+            continue
+        assert verdict_of(c, values) != "not yet run", f"{c.chapter} glued no verdict for {c.id}"
+        missing = [f for f in c.fields() if f not in values[c.chapter]]
+        assert not missing, f"{c.id}: {c.chapter} glued none of {missing}"
+        assert values[c.chapter]["answer"].startswith("**"), c.chapter
