@@ -194,3 +194,10 @@ def test_nmi_order_and_claim_verdicts():
     assert nmi_claim_verdict(t, "clarid", "cfg3") == "does not"
     t.loc["original", "NMI"] = NMI_SATURATED
     assert nmi_claim_verdict(t) == "cannot tell"  # saturated originals: the paper's own caveat
+
+
+def test_follows_label():
+    from paperlib.features import follows_label
+
+    assert follows_label({"condition": {"mean": 0.74}, "class": {"mean": 0.08}})
+    assert not follows_label({"condition": {"mean": 0.05}, "class": {"mean": 0.60}})
