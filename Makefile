@@ -27,16 +27,18 @@ lint: env ## ruff on the library and the tests
 unit: env ## Unit tests only (fast)
 	$(PY) -m pytest -m "not slow and not notebook"
 
-test: env lint ## Unit tests, every notebook in the smoke profile (papermill), strict book build
+test: env lint ## Unit tests, every notebook in the smoke profile (papermill), strict book build, HTML check
 	$(PY) -m pytest -m "not slow" --durations=12
 	$(PY) -m paperlib.book build --profile smoke --strict
+	$(PY) -m paperlib.book check --profile smoke
 
 notebooks: env ## Execute the notebooks with papermill (PROFILE=full|smoke)
 	$(PY) -m paperlib.book execute --profile $(PROFILE)
 
-book: env ## Execute the notebooks (full profile) and build the HTML book into _build/html
+book: env ## Execute the notebooks (full profile), build the HTML book into _build/html and check it
 	$(PY) -m paperlib.book execute --profile $(PROFILE)
 	$(PY) -m paperlib.book build --profile $(PROFILE) --strict
+	$(PY) -m paperlib.book check --profile $(PROFILE)
 
 bench: env ## Subspace/Krylov vs exact Jacobian SVD on the 32x32 CDM, interleaved and repeated (BENCH_ARGS="--repeats 5")
 	$(PY) bench/clarid_bench.py $(BENCH_ARGS)

@@ -10,18 +10,23 @@ notebooks use to put numbers into prose.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import yaml
 
 from paperlib.paths import REPO_ROOT
+
+log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PROFILE_DIR = REPO_ROOT / "profiles"
@@ -53,30 +58,105 @@ def html_dir(profile: str) -> Path:
     return BUILD_DIR / "html" if profile == "full" else BUILD_DIR / profile / "_build" / "html"
 
 
+SUMMARY_PREFIX = "00_"
+"""Stem prefix of the pages that summarise the executed chapters (the results page): run after them."""
+
+QUIET_WARNINGS = ("ignore:IProgress not found",)
+"""``PYTHONWARNINGS`` entries for the kernels the book runs: warnings raised at import time, before
+:func:`paperlib.setup.setup` routes the rest to the log (tqdm's notice that ipywidgets is missing)."""
+
+
+def execution_order(paths: Sequence[Path]) -> list[Path]:
+    """The chapters in reading order, then the summary pages (``00_*``), which read the executed chapters."""
+    return ([p for p in paths if not p.stem.startswith(SUMMARY_PREFIX)]
+            + [p for p in paths if p.stem.startswith(SUMMARY_PREFIX)])
+
+
+def log_path(profile: str, stem: str) -> Path:
+    """Where the logging and warnings of notebook ``stem`` go when the book runner executes it."""
+    return BUILD_DIR / profile / "logs" / f"{stem}.log"
+
+
+@contextlib.contextmanager
+def book_environment(log_file: Path) -> Iterator[None]:
+    """Environment of the kernels the book runs (they inherit it): no progress bars
+    (:mod:`paperlib.progress`), logging and warnings to ``log_file`` (:func:`paperlib.setup.route_chatter`),
+    and the import-time warnings of :data:`QUIET_WARNINGS` ignored. Restored on exit."""
+    from paperlib.progress import PROGRESS_ENV
+    from paperlib.setup import LOG_FILE_ENV
+
+    warn = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS", ""), *QUIET_WARNINGS]))
+    new = {PROGRESS_ENV: "0", LOG_FILE_ENV: str(log_file), "PYTHONWARNINGS": warn}
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute_notebook(path: Path, profile: str, log_output: bool = False) -> tuple[Path, float]:
-    """Execute one notebook with papermill; returns the executed copy and its wall time in seconds."""
+    """Execute one notebook with papermill; returns the executed copy and its wall time in seconds.
+
+    The kernel runs in :func:`book_environment`: its logging goes to :func:`log_path`, not to the page.
+    """
     import papermill as pm
 
     out = source_dir(profile) / "notebooks" / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log_path(profile, path.stem)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.unlink(missing_ok=True)
     start = time.perf_counter()
-    pm.execute_notebook(
-        str(path), str(out), parameters=profile_parameters(profile, path.stem), kernel_name="python3",
-        cwd=str(NOTEBOOK_DIR), log_output=log_output, progress_bar=False,
-    )
+    with book_environment(log_file):
+        pm.execute_notebook(
+            str(path), str(out), parameters=profile_parameters(profile, path.stem), kernel_name="python3",
+            cwd=str(NOTEBOOK_DIR), log_output=log_output, progress_bar=False,
+        )
     hide_injected_parameters(out)
     return out, time.perf_counter() - start
 
 
+def _assigned_literals(source: str) -> dict[str, object] | None:
+    """``NAME = literal`` assignments of a parameters cell (None if it holds anything else)."""
+    import ast
+
+    values = {}
+    try:
+        tree = ast.parse(source)
+        for node in tree.body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                return None
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+    except (SyntaxError, ValueError):
+        return None
+    return values
+
+
 def hide_injected_parameters(path: Path) -> None:
-    """Collapse papermill's ``injected-parameters`` cell in the rendered page (tag ``hide-cell``)."""
+    """Keep papermill's ``injected-parameters`` cell off the rendered page.
+
+    If it only repeats defaults of the ``parameters`` cell (the full profile injects ``PROFILE = "full"``)
+    it is removed (tag ``remove-cell``); if it changes something (the smoke profile's sizes) it is
+    collapsed behind a toggle (``hide-cell``), so a reader can still see what this run used.
+    """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    defaults = next((_assigned_literals(c.source) for c in nb.cells
+                     if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "hide-cell" not in tags:
-            cell.metadata["tags"] = [*tags, "hide-cell"]
+        if "injected-parameters" not in tags or {"hide-cell", "remove-cell"} & set(tags):
+            continue
+        injected = _assigned_literals(cell.source)
+        redundant = (defaults is not None and injected is not None
+                     and all(k in defaults and defaults[k] == v for k, v in injected.items()))
+        cell.metadata["tags"] = [*tags, "remove-cell" if redundant else "hide-cell"]
     nbformat.write(nb, path)
 
 
@@ -99,14 +179,20 @@ def execute(profile: str, names: list[str] | None = None, log_output: bool = Fal
 
     A notebook that fails only because CIFAR-10 is unavailable (no ``$PAPERLIB_DATA``, no ``../shared``, no
     internet) is left out with a warning and recorded, so the book still builds from the others (the toy
-    chapter needs no data); any other error stops the run.
+    chapter needs no data); any other error stops the run. The summary pages (``00_*``) run last, and
+    always (they read what the chapters glued). The warnings a notebook logged are counted on the way.
     """
     from papermill.exceptions import PapermillExecutionError
+
+    from paperlib.paths import display_path
 
     timings_path = BUILD_DIR / profile / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     left_out = {k: v for k, v in skipped(profile).items() if names and k not in names}
-    for nb in notebooks():
+    order = execution_order(notebooks())
+    if names:
+        names = [*names, *(p.stem for p in order if p.stem.startswith(SUMMARY_PREFIX))]
+    for nb in order:
         if names and nb.stem not in names:
             continue
         print(f"[{profile}] executing {nb.name} ...", flush=True)
@@ -120,7 +206,10 @@ def execute(profile: str, names: list[str] | None = None, log_output: bool = Fal
             print(f"[{profile}] WARNING: {nb.name} left out of the book: {exc.evalue}", flush=True)
             continue
         timings[nb.stem] = round(seconds, 1)
-        print(f"[{profile}] {nb.name}: {seconds:.1f} s", flush=True)
+        log = log_path(profile, nb.stem)
+        warned = log.read_text(encoding="utf-8").count(" WARNING ") if log.exists() else 0
+        note = f"; {warned} warning(s) in {display_path(log)}" if warned else ""
+        print(f"[{profile}] {nb.name}: {seconds:.1f} s{note}", flush=True)
     timings_path.parent.mkdir(parents=True, exist_ok=True)
     timings_path.write_text(json.dumps(timings, indent=2) + "\n")
     _skipped_path(profile).write_text(json.dumps(left_out, indent=2) + "\n")
@@ -134,9 +223,19 @@ def without_chapters(toc: str, stems: list[str]) -> str:
                    if line.strip().removeprefix("- file:").strip() not in drop)
 
 
+def substitutions(profile: str, chapters: Sequence[str]) -> dict[str, str]:
+    """MyST substitutions the staged pages use: ``{{ chapter_table }}`` on the front page, every chapter
+    with its one-sentence answer and its claims' verdicts, read from the executed ``chapters``
+    (:func:`paperlib.claims.chapter_table`)."""
+    from paperlib.claims import chapter_table
+
+    return {"chapter_table": chapter_table(profile, chapters)}
+
+
 def stage(profile: str) -> Path:
     """Copy ``book/`` and ``_config.yml`` into the staging folder; every notebook must have been executed
-    (or recorded as left out for want of data, see :func:`execute`: its chapter is dropped from the TOC)."""
+    (or recorded as left out for want of data, see :func:`execute`: its chapter is dropped from the TOC).
+    The staged ``_config.yml`` carries the :func:`substitutions` computed from the executed notebooks."""
     src = source_dir(profile)
     left_out = skipped(profile)
     missing = [nb.name for nb in notebooks()
@@ -150,7 +249,10 @@ def stage(profile: str) -> Path:
             shutil.copytree(item, dest, dirs_exist_ok=True)
         else:
             shutil.copy2(item, dest)
-    shutil.copy2(REPO_ROOT / "_config.yml", src / "_config.yml")
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())
+    chapters = [nb.stem for nb in notebooks() if not nb.stem.startswith(SUMMARY_PREFIX) and nb.stem not in left_out]
+    config.setdefault("parse", {}).setdefault("myst_substitutions", {}).update(substitutions(profile, chapters))
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000))
     if left_out:
         (src / "_toc.yml").write_text(without_chapters((REPO_ROOT / "book" / "_toc.yml").read_text(), list(left_out)))
         for stem, why in left_out.items():
@@ -211,11 +313,27 @@ def use_datasets(names: list[str]) -> list[str]:
         why = dataset_unavailable(name)
         if why is not None:
             _UNAVAILABLE[name] = why
-            print(f"WARNING: {name} left out of this chapter: {why}", file=sys.stderr, flush=True)
+            log.warning("%s left out of this chapter: %s", name, why)
     present = [n for n in names if n not in _UNAVAILABLE]
     if not present:
         raise ValueError(f"none of the datasets {names} is available: {_UNAVAILABLE}")
+    if _UNAVAILABLE:
+        _show_markdown(f"**Note:** {', '.join(_UNAVAILABLE)} data was not available when this chapter ran, so "
+                       f"it runs on {', '.join(present)} only, and every value it would give reads *n/a* "
+                       "(see Reproducibility).")
     return present
+
+
+def _show_markdown(text: str) -> None:
+    """Display ``text`` as Markdown in a notebook (a note for the reader); log it elsewhere."""
+    from IPython import get_ipython
+
+    if get_ipython() is None:
+        log.info("%s", text)
+        return
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
 
 
 def missing_twins(name: str) -> list[tuple[str, str]]:
@@ -269,6 +387,52 @@ def fmt_pm(values, digits: int = 3) -> str:
     return f"{v.mean():.{digits}f} ± {std:.{digits}f}"
 
 
+PROVENANCE: dict[str, str] = {"S": "stated by the paper", "R": "reconstructed from its text",
+                              "O": "ours: lost or never specified", "L": "lost, not recovered"}
+"""Tags of the spec's evidence legend, used in every chapter's "What we chose" table."""
+
+
+def choices_frame(rows: Sequence[Mapping[str, object] | Sequence[object]]):
+    """The rows of a chapter's "What we chose" table: one per choice, with its value, its provenance tag
+    (:data:`PROVENANCE`; ``"S / O"`` for a mix) and a note.
+
+    Args:
+        rows: ``(choice, value, tag, note)`` tuples, or mappings with keys ``name``, ``value``, ``tag``,
+            ``note`` (as :func:`paperlib.toy.provenance_table` returns).
+
+    Returns:
+        A DataFrame indexed by ``choice`` with columns ``value``, ``tag``, ``note`` (values as text).
+
+    Raises:
+        ValueError: for a row of the wrong shape, an empty choice, or an unknown tag.
+    """
+    import pandas as pd
+
+    out = []
+    for row in rows:
+        if isinstance(row, Mapping):
+            row = (row.get("name"), row.get("value"), row.get("tag"), row.get("note", ""))
+        if len(row) != 4 or not row[0]:
+            raise ValueError(f"a choice is (choice, value, tag, note) with a name, got {row!r}")
+        name, value, tag, note = row
+        parts = [p.strip() for p in str(tag).split("/")]
+        if not all(p in PROVENANCE for p in parts):
+            raise ValueError(f"tag of {name!r} must be one of {sorted(PROVENANCE)} (or several joined by '/'), "
+                             f"got {tag!r}")
+        out.append({"choice": str(name), "value": value if isinstance(value, str) else repr(value),
+                    "tag": " / ".join(parts), "note": str(note)})
+    return pd.DataFrame(out, columns=["choice", "value", "tag", "note"]).set_index("choice")
+
+
+def choices_table(rows: Sequence[Mapping[str, object] | Sequence[object]]):
+    """The "What we chose" table a chapter ends with, ready to display: :func:`choices_frame` as a
+    left-aligned table without its index, and no cell cut short (a DataFrame's display would cut long
+    values at 50 characters)."""
+    left = [("text-align", "left"), ("vertical-align", "top")]
+    return (choices_frame(rows).reset_index().style.hide(axis="index")
+            .set_table_styles([{"selector": "th, td", "props": left}]))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # What a reader must not see: machine paths, log lines, duplicated tables, the injected-parameters cell
 # ----------------------------------------------------------------------------------------------------------
@@ -287,9 +451,11 @@ LOG_MARKERS: tuple[str, ...] = (
 def check_html(html: str, page: str = "page", machine_paths: Sequence[str] = ()) -> list[str]:
     """Problems a reader would see on one rendered page of the book.
 
-    Looks at cell outputs only (code is allowed to name files): absolute machine paths, log markers
-    (:data:`LOG_MARKERS`), a table whose rendered text appears twice on the page, and a visible
-    papermill ``injected-parameters`` cell.
+    Looks at cell outputs and glued outputs only (code is allowed to name files): absolute machine paths,
+    log markers (:data:`LOG_MARKERS`), anything written to stderr (warnings and progress bars belong in
+    the log, see :func:`book_environment`), a table or an image shown twice where one copy is a cell's own
+    output (the cell displayed what it also glued; two glued figures may hold equal numbers), and a
+    visible papermill ``injected-parameters`` cell.
 
     Args:
         html: The page's HTML.
@@ -307,12 +473,10 @@ def check_html(html: str, page: str = "page", machine_paths: Sequence[str] = ())
         classes = cell.get("class", [])
         if "tag_injected-parameters" in classes and not {"tag_remove-cell", "tag_hide-cell"} & set(classes):
             problems.append(f"{page}: the injected-parameters cell is shown (tag it hide-cell)")
-    outputs = soup.select("div.cell_output") + soup.select("div.output")
-    seen_text: set[int] = set()
-    for out in outputs:
-        if any(id(p) in seen_text for p in out.parents):
-            continue
-        seen_text.add(id(out))
+    outputs = soup.select("div.cell_output, div.output")
+    output_ids = {id(o) for o in outputs}
+    outermost = [o for o in outputs if not any(id(p) in output_ids for p in o.parents)]
+    for out in outermost:
         text = out.get_text(" ", strip=True)
         found = [m.group(0) for m in ABSOLUTE_PATH.finditer(text)] + [p for p in machine_paths if p in text]
         problems += [f"{page}: absolute path in an output: {p!r}" for p in dict.fromkeys(found)]
@@ -320,12 +484,25 @@ def check_html(html: str, page: str = "page", machine_paths: Sequence[str] = ())
             if marker in text:
                 i = text.index(marker)
                 problems.append(f"{page}: log marker {marker!r} in an output: {text[max(0, i - 40): i + 60]!r}")
-    tables: dict[str, int] = {}
-    for table in soup.find_all("table"):
-        key = " ".join(table.get_text(" ", strip=True).split())
-        if len(key) > 20:
-            tables[key] = tables.get(key, 0) + 1
-    problems += [f"{page}: a table is shown {n} times: {key[:80]!r}" for key, n in tables.items() if n > 1]
+    for err in soup.select("div.output.stderr"):
+        problems.append(f"{page}: stderr shown in an output (log it instead): {err.get_text(' ', strip=True)[:80]!r}")
+
+    def shown_twice(kind: str, items: list[tuple[str, bool]]) -> list[str]:
+        copies: dict[str, list[bool]] = {}
+        for key, in_figure in items:
+            copies.setdefault(key, []).append(in_figure)
+        return [f"{page}: {kind} is shown {len(c)} times (display it or glue it, not both): {key[:80]!r}"
+                for key, c in copies.items() if len(c) > 1 and not all(c)]
+
+    def in_output(tag) -> bool:
+        return any(id(p) in output_ids for p in tag.parents)
+
+    tables = [(" ".join(t.get_text(" ", strip=True).split()), t.find_parent("figure") is not None)
+              for t in soup.find_all("table") if in_output(t)]
+    problems += shown_twice("a table", [(k, f) for k, f in tables if len(k) > 20])
+    images = [(img.get("src", ""), img.find_parent("figure") is not None)
+              for img in soup.find_all("img") if in_output(img) or img.find_parent("figure") is not None]
+    problems += shown_twice("a figure", [(k, f) for k, f in images if k])
     return problems
 
 

@@ -25,13 +25,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from paperlib.cache import config_key, load_or_compute, load_or_compute_chunked
 from paperlib.clarid import METHODS, elbow_index, explained_variance_ratio, extraneous_directions, project_out
 from paperlib.data import fingerprint, from_model_range, to_model_range
 from paperlib.diffusion import ddim_decode, ddim_invert
 from paperlib.models import CDM, NUM_TIMESTEPS, check_layer_syntax, clips_x0, model_device
+from paperlib.progress import tqdm
 from paperlib.train import BookCDM
 from paperlib.validate import check_indices, check_int, check_labels, check_tensor, describe
 

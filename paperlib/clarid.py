@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from paperlib.diffusion import DATA_RANGE_TOL, EpsModel, ddim_decode, ddim_invert
+from paperlib.progress import tqdm
 from paperlib.validate import check_int, check_labels, check_tensor
 
 FeatureFn = Callable[[Tensor], Tensor]
@@ -481,3 +481,46 @@ def clarid(
         evr=explained_variance_ratio(sigma, squared_evr),
         directions=V if keep_directions else None,
     )
+
+
+def kstar_spread_verdict(k_star: Tensor, collapse: float = 0.9) -> str:
+    """Verdict on App. H.2 / Fig. 24: the elbow ``k*`` does not collapse to one value over images.
+
+    "does not" if every image has the same ``k*``; "partly" if one value covers more than ``collapse`` of
+    them; "holds" otherwise.
+
+    Args:
+        k_star: ``[N]`` per-image elbows (``N >= 1``).
+        collapse: Share of the most common value above which the distribution counts as collapsed.
+
+    Raises:
+        ValueError: for an empty ``k_star`` or ``collapse`` outside ``(0, 1]``.
+    """
+    k = torch.as_tensor(k_star).flatten()
+    if len(k) == 0 or not 0 < collapse <= 1:
+        raise ValueError(f"need a non-empty k_star and collapse in (0, 1], got {len(k)} values, {collapse}")
+    _, counts = torch.unique(k, return_counts=True)
+    if len(counts) == 1:
+        return "does not"
+    return "partly" if counts.max().item() / len(k) > collapse else "holds"
+
+
+def kstar_growth_verdict(mean_k_star: dict[int, float]) -> str:
+    """Verdict on App. H.2: a larger horizon ``K`` gives a larger ``k*``.
+
+    Over the horizons in increasing order, the mean ``k*`` rising at every step: "holds"; higher at the
+    largest horizon than at the smallest, but not at every step: "partly"; otherwise "does not".
+
+    Args:
+        mean_k_star: ``K -> mean k*`` over the same images (at least two horizons).
+
+    Raises:
+        ValueError: with fewer than two horizons.
+    """
+    if len(mean_k_star) < 2:
+        raise ValueError(f"need at least two horizons, got {sorted(mean_k_star)}")
+    means = [mean_k_star[K] for K in sorted(mean_k_star)]
+    steps = [b - a for a, b in zip(means[:-1], means[1:])]
+    if all(s > 0 for s in steps):
+        return "holds"
+    return "partly" if means[-1] > means[0] else "does not"

@@ -66,7 +66,6 @@ from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_weight_decay
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from paperlib import __version__
 from paperlib.cache import (
@@ -88,6 +87,7 @@ from paperlib.checkpoint import (
     unflatten_optimizer,
 )
 from paperlib.data import DatasetConfig, fingerprint, load_dataset
+from paperlib.progress import tqdm
 from paperlib.train import TrainingIncomplete as _TrainingIncomplete
 
 log = logging.getLogger(__name__)

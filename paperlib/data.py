@@ -825,7 +825,8 @@ def _verify(archive: Path, sums: Path, required: bool) -> str:
 def _decode_archive(archive: Path) -> dict[str, np.ndarray]:
     """Decode every JPEG -> {x_train, y_train, x_test, y_test}, each sorted by (class, file name)."""
     from PIL import Image
-    from tqdm import tqdm
+
+    from paperlib.progress import tqdm
 
     found: dict[str, list[tuple[int, str, np.ndarray]]] = {s: [] for s in _SPLITS}
     with tarfile.open(archive, "r:gz") as tar:
@@ -989,6 +990,9 @@ DATASETS: tuple[str, ...] = (*TRAINED_DATASETS, "imagenet20")
 """Datasets an image chapter can run on (a notebook parameter); ``imagenet20`` (the paper's NMI set with the
 pretrained DiT-XL/2, :mod:`paperlib.imagenet`, :mod:`paperlib.dit`) needs a local ImageNet and a GPU (profile
 ``paper``)."""
+
+DATASET_NAMES: dict[str, str] = {"shapes": "shapes", "cifar10": "CIFAR-10"}
+"""How the prose names each dataset."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
+from paperlib.progress import tqdm
 from paperlib.validate import check_int, check_labels, check_tensor
 
 EpsModel = Callable[[Tensor, Tensor, Tensor], Tensor]

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from paperlib.classifiers import ClassifierConfig, load_or_train_classifier, predict
 from paperlib.data import ShapesData, background_only, backgrounds_challenge, make_shapes
 from paperlib.metrics import two_standard_errors
+from paperlib.progress import tqdm
 
 BOX_MARGIN = 1
 """Margin of the greyed foreground box of the background-only view (pixels, at 16x16)."""
@@ -144,6 +144,48 @@ def class_kept_verdict(table: pd.DataFrame, method: str = "CLARID", reference: s
             + (", and fewer than after removing as many random directions" if below_control else ""))
 
 
+READ_MARGIN = 0.02
+"""How far below the originals' the class-from-background accuracy must fall to count as removed."""
+
+PAINT_MARGIN = 0.05
+"""How far above the references' it must rise, on random-background inputs, to count as painted."""
+
+
+def _hides_class(m: pd.Series, reference: pd.Series) -> bool:
+    return m["class from bg"] < reference["class from bg"] - READ_MARGIN
+
+
+def _paints_class(m: pd.Series, *references: pd.Series) -> bool:
+    col = "class from bg (random bg)"
+    return m[col] > max(r[col] for r in references) + PAINT_MARGIN
+
+
+def class_kept_claim(table: pd.DataFrame, method: str = "CLARID", reference: str = "original") -> str:
+    """Verdict on Fig. 6's claim that Canonical Samples keep the class: "holds" unless ``method``'s outputs
+    are recognised less often than ``reference``'s by more than two standard errors ("does not")."""
+    kept, se = table["class kept"], table["s.e."]
+    return "does not" if kept[method] - kept[reference] < -two_standard_errors(se[method], se[reference]) else "holds"
+
+
+def background_claim(table: pd.DataFrame, method: str = "CLARID", control: str = "random dirs",
+                     reference: str = "original") -> str:
+    """Verdict on Fig. 6's claim that CLARID removes class-correlated background (:func:`factor_changes`'s
+    table): the class is read from its backgrounds less well than from the originals' (by
+    :data:`READ_MARGIN`), and it changes the background more than removing as many random directions.
+    Both: "holds"; one: "partly"; neither: "does not"."""
+    m, c, r = (table.loc[row].astype(float) for row in (method, control, reference))
+    hits = int(_hides_class(m, r)) + int(m["change outside fg"] > c["change outside fg"])
+    return ("does not", "partly", "holds")[hits]
+
+
+def paints_claim(table: pd.DataFrame, method: str, reference: str = "original") -> str:
+    """Verdict on Fig. 6's claim that CFG injects class-correlated background: on inputs on another class's
+    background, ``method``'s outputs show the input's class from the background more than
+    :data:`PAINT_MARGIN` above ``reference``'s ("holds"), else "does not"."""
+    m, r = (table.loc[row].astype(float) for row in (method, reference))
+    return "holds" if _paints_class(m, r) else "does not"
+
+
 def factor_verdict(table: pd.DataFrame, method: str = "CLARID", control: str = "random dirs",
                    reference: str = "original") -> str:
     """One sentence from :func:`factor_changes`'s table: how ``method`` changes the background against the
@@ -154,8 +196,8 @@ def factor_verdict(table: pd.DataFrame, method: str = "CLARID", control: str = "
     """
     m, c, r = (table.loc[row].astype(float) for row in (method, control, reference))
     out, ratio, bg, rand = "change outside fg", "inside / outside", "class from bg", "class from bg (random bg)"
-    read = "less well than" if m[bg] < r[bg] - 0.02 else "about as well as or better than"
-    paint = ("paints class-typical background, as CFG is said to" if m[rand] > max(r[rand], c[rand]) + 0.05
+    read = "less well than" if _hides_class(m, r) else "about as well as or better than"
+    paint = ("paints class-typical background, as CFG is said to" if _paints_class(m, r, c)
              else "does not paint class-typical background")
     return "; ".join([
         f"{method} changes the background {'more' if m[out] > c[out] else 'less'} than removing as many random "

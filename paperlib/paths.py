@@ -22,3 +22,17 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("PAPERLIB_CACHE", REPO_ROOT / "_cache"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def display_path(path: Path | str) -> str:
+    """``path`` as a reader may see it: relative to the checkout (``_cache``) or to the home folder
+    (``~/data``); any other absolute path is reduced to ``…/<name>``, so no page names the machine it was
+    built on."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    for root, prefix in ((REPO_ROOT, ""), (Path.home(), "~/")):
+        if path.is_relative_to(root):
+            rel = path.relative_to(root).as_posix()
+            return prefix + rel if rel != "." else prefix.rstrip("/") or "."
+    return f"…/{path.name}"

@@ -21,7 +21,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from paperlib.cache import dir_lock, load_or_compute, module_fingerprint, remove_stale_tmp, write_durable
 from paperlib.data import from_model_range
@@ -29,6 +28,7 @@ from paperlib.diffusion import ddim_grid, two_stage_sample
 from paperlib.metrics import knee_point, saturation_point
 from paperlib.models import CDM, clips_x0, model_device
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
+from paperlib.progress import tqdm
 
 
 def _check_grid(alpha_bar: Tensor, t_switches: Sequence[int], n_per_class: int, num_steps: int) -> None:
@@ -300,3 +300,31 @@ def load_choice(profile: str, dataset: str, name: str):
                        f"chapter that chooses it first (t_star: 02_t_star; feature_layer/feature_t: 04_nmi), "
                        f"or pass the value as a notebook parameter")
     return choices[dataset][name]["value"]
+
+
+def saturation_verdict(t: Sequence[int], accuracy: Sequence[float], se: Sequence[float], t_star: int) -> str:
+    """Verdict on §3.2.1 / Fig. 20: two-stage accuracy rises with the switch time and saturates at ``t*``.
+
+    *Rises*: the accuracy at the largest switch time beats the one at the smallest by more than two
+    standard errors of their difference. *Saturates*: ``t_star`` lies below the largest switch time (a
+    plateau before plain conditional sampling). Both: "holds"; a rise without a plateau: "partly";
+    no rise: "does not".
+
+    Args:
+        t: Increasing switch times.
+        accuracy: Mean accuracy at each (``[0, 1]``).
+        se: Its standard error at each.
+        t_star: The chosen saturation point.
+
+    Raises:
+        ValueError: if the sequences differ in length, have fewer than two points, or ``t`` is not increasing.
+    """
+    if not len(t) == len(accuracy) == len(se) or len(t) < 2:
+        raise ValueError(f"t, accuracy and se need one value per switch time (>= 2), got {len(t)}, "
+                         f"{len(accuracy)}, {len(se)}")
+    if any(b <= a for a, b in zip(t[:-1], t[1:])):
+        raise ValueError(f"t must be increasing, got {list(t)}")
+    rises = accuracy[-1] - accuracy[0] > 2 * (se[-1] ** 2 + se[0] ** 2) ** 0.5
+    if not rises:
+        return "does not"
+    return "holds" if t_star < t[-1] else "partly"

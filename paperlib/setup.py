@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import random
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from paperlib import __version__
-from paperlib.paths import cache_dir
+from paperlib.paths import cache_dir, display_path
+
+LOG_FILE_ENV = "PAPERLIB_LOG_FILE"
+"""Environment variable naming the file that takes a notebook's logging and warnings (set by the book
+runner, :func:`paperlib.book.execute_notebook`), so that they stay off the rendered page."""
 
 _BOOK_DEVICE: torch.device | None = None
 
@@ -39,8 +45,30 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def route_chatter(log_file: Path | str) -> None:
+    """Send logging (INFO and up) and Python warnings to ``log_file`` instead of the notebook's output.
+
+    Outside the book (no handler configured) a warning logged by ``paperlib`` would reach the cell's
+    stderr, which papermill records and the book renders; with a handler on the root logger it goes to
+    the file only. Calling it again with the same file changes nothing.
+    """
+    path = Path(log_file).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path for h in root.handlers):
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+
 def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> torch.device:
     """Seed everything, resolve the device, set the book's plot style, and print the environment.
+
+    Under the book runner (``$PAPERLIB_LOG_FILE`` set) logging and warnings go to that file
+    (:func:`route_chatter`); the printed line names the cache relative to the checkout, never an
+    absolute path.
 
     Args:
         seed: Global seed.
@@ -54,13 +82,15 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> torch.de
 
     global _BOOK_DEVICE
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    if os.environ.get(LOG_FILE_ENV):
+        route_chatter(os.environ[LOG_FILE_ENV])
     seed_everything(seed)
     dev = _BOOK_DEVICE = resolve_device(device)
     use_style()
     if verbose:
-        print(
-            f"paperlib {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
+        print(  # two short lines: they fit the page's code column
+            f"paperlib {__version__} | torch {torch.__version__} | python {platform.python_version()}\n"
             f"device {dev} | threads {torch.get_num_threads()}/{os.cpu_count()} | seed {seed} | "
-            f"cache {cache_dir()}"
+            f"cache {display_path(cache_dir())}"
         )
     return dev

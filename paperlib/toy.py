@@ -24,10 +24,10 @@ import torch
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
 from paperlib.diffusion import alpha_bar as make_alpha_bar
 from paperlib.diffusion import linear_beta_schedule, q_sample
+from paperlib.progress import tqdm
 
 NULL_CLASS = 2
 """Label of the unconditional branch (classes are 0 and 1)."""
@@ -324,6 +324,80 @@ def summarize_outputs(outputs: dict[str, Tensor], y: int = 1, cfg: ToyConfig = T
         }
         for name, z in outputs.items()
     }
+
+
+SWEEP_METRICS = ("median_dist_core", "frac_near_core", "std_x1", "median_dist_other")
+"""The numbers :func:`summarize_outputs` gives per method, in the order :func:`t_star_sweep` stores them."""
+
+
+def t_star_sweep(
+    models: dict[int, ToyDenoiser],
+    model_keys: dict[int, str],
+    t_stars: list[int],
+    n_points: int,
+    num_steps: int = 100,
+    cfg_scales: tuple[float, ...] = (3.0,),
+    cfg: ToyConfig = ToyConfig(),
+    keep_seed: int | None = None,
+    publish: bool = False,
+) -> tuple[dict[int, dict[int, dict[str, dict[str, float]]]], dict[int, Tensor]]:
+    """:func:`compare_methods` over inversion times and training seeds, summarised, and cached.
+
+    For each ``t*`` and seed ``s``: ``n_points`` class-1 points drawn with seed ``1000 + s``, decoded every
+    way (random-direction control seeded by ``s``), summarised by :func:`summarize_outputs`. The summaries
+    and the CLARID outputs of ``keep_seed`` are one small artifact (stage ``toy_sweep``) keyed by the
+    trained models' keys, so a rebuild of the book reads them instead of rerunning about a hundred seconds
+    of DDIM.
+
+    Args:
+        models: ``seed -> trained denoiser``.
+        model_keys: ``seed -> the key of its artifact`` (its manifest's ``key``).
+        t_stars: Inversion times.
+        n_points: Class-1 points per seed.
+        num_steps: DDIM steps over ``[0, T]``.
+        cfg_scales: CFG scales of the baseline.
+        cfg: Toy constants.
+        keep_seed: Seed whose CLARID outputs are returned for plotting (default: the first).
+        publish: Save into the committed ``artifacts/``.
+
+    Returns:
+        ``(summaries, clarid)``: ``summaries[t][seed][method][metric]`` as :func:`summarize_outputs`, and
+        ``clarid[t]``, the ``[n_points, 2]`` CLARID outputs of ``keep_seed`` at ``t``.
+
+    Raises:
+        ValueError: if ``models`` and ``model_keys`` name different seeds, or a list is empty.
+    """
+    from paperlib.cache import load_or_compute
+
+    seeds = sorted(models)
+    if not seeds or sorted(model_keys) != seeds or not t_stars:
+        raise ValueError(f"need models and model_keys for the same seeds and some t*, got {sorted(models)}, "
+                         f"{sorted(model_keys)}, {t_stars}")
+    keep = seeds[0] if keep_seed is None else keep_seed
+    methods = ["original", "reconstruction", *[f"CFG w={w:g}" for w in cfg_scales], "CLARID", "random direction"]
+
+    def compute() -> dict[str, Tensor]:
+        stats = torch.zeros(len(t_stars), len(seeds), len(methods), len(SWEEP_METRICS), dtype=torch.float64)
+        kept = torch.zeros(len(t_stars), n_points, 2)
+        for i, t in enumerate(t_stars):
+            for j, s in enumerate(seeds):
+                x1, _ = sample_toy(n_points, 1000 + s, cfg, y=1)
+                out = compare_methods(models[s], x1, 1, t, cfg_scales, num_steps, generator=s, cfg=cfg)
+                summary = summarize_outputs(out, 1, cfg)
+                stats[i, j] = torch.tensor([[summary[m][k] for k in SWEEP_METRICS] for m in methods])
+                if s == keep:
+                    kept[i] = out["CLARID"]
+        return {"stats": stats, "clarid": kept}
+
+    config = {"models": [model_keys[s] for s in seeds], "seeds": seeds, "t_stars": list(t_stars),
+              "n_points": n_points, "num_steps": num_steps, "cfg_scales": list(cfg_scales), "keep_seed": keep,
+              "methods": methods}
+    tensors, _ = load_or_compute("toy_sweep", config, compute, publish=publish)
+    summaries = {t: {s: {m: dict(zip(SWEEP_METRICS, tensors["stats"][i, j, k].tolist()))
+                         for k, m in enumerate(methods)}
+                     for j, s in enumerate(seeds)}
+                 for i, t in enumerate(t_stars)}
+    return summaries, {t: tensors["clarid"][i] for i, t in enumerate(t_stars)}
 
 
 def top_direction_stats(model: ToyDenoiser, x: Tensor, y: int, t_star: int, num_steps: int = 100,

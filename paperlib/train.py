@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
 from paperlib.cache import ProvenanceError, artifact_exists, config_key, load_artifact, save_artifact
 from paperlib.checkpoint import flatten_optimizer, strip_prefix, unflatten_optimizer
@@ -37,6 +36,7 @@ from paperlib.data import TRAINED_DATASETS, DatasetConfig, fingerprint, load_dat
 from paperlib.diffusion import alpha_bar, linear_beta_schedule, q_sample
 from paperlib.models import CDMConfig, ClassConditionalUNet, num_parameters
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
+from paperlib.progress import tqdm
 
 log = logging.getLogger(__name__)
 

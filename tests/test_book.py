@@ -82,8 +82,8 @@ def test_check_html_finds_paths_logs_duplicates_and_the_injected_cell():
     from paperlib.book import check_html
 
     out = "found cached classifier (classifier/x.safetensors), loading /work/main/_cache/cifar10/c.npz"
-    problems = check_html(PAGE.format(out=out, inj="", tables=TABLE + TABLE), "ch.html",
-                          machine_paths=("/srv/build",))
+    twice = CELL.format(f'<div class="output text_html">{TABLE}</div>') + FIGURE.format("tab-a", TABLE)
+    problems = check_html(PAGE.format(out=out, inj="", tables=twice), "ch.html", machine_paths=("/srv/build",))
     text = "\n".join(problems)
     assert "absolute path in an output: '/work/main/_cache/cifar10/c.npz'" in text
     assert "log marker 'found cached'" in text and "shown 2 times" in text and "injected-parameters" in text
@@ -121,3 +121,139 @@ def test_the_paper_profile_runs_chapters_2_to_5_on_imagenet20_on_a_gpu():
     assert profile_parameters("paper", "03_evr_elbow")["N_IMAGES"] == 1000
     variants = profile_parameters("paper", "05_canonical_samples")["ABLATION_VARIANTS"]
     assert set(variants) <= set(ABLATIONS) and not any("layer" in v for v in variants)  # no UNet layers on a DiT
+def _page(body: str) -> str:
+    return f"<html><body><main>{body}</main></body></html>"
+
+
+CELL = ('<div class="cell docutils container"><div class="cell_output docutils container">{}</div></div>')
+FIGURE = '<figure class="align-default" id="{}"><div class="output text_html">{}</div></figure>'
+
+
+def test_check_html_flags_stderr_and_a_cell_showing_what_it_glued():
+    from paperlib.book import check_html
+
+    stderr = CELL.format('<div class="output stderr highlight-myst-ansi"><pre>some library notice</pre></div>')
+    assert any("stderr shown" in p for p in check_html(_page(stderr)))
+    shown_twice = CELL.format(f'<div class="output text_html">{TABLE}</div>') + FIGURE.format("tab-a", TABLE)
+    assert any("a table is shown 2 times" in p for p in check_html(_page(shown_twice)))
+    # two glued tables that happen to hold the same numbers (a tiny smoke run) are two tables, not one twice
+    assert check_html(_page(FIGURE.format("tab-a", TABLE) + FIGURE.format("tab-b", TABLE))) == []
+    # a table in the prose is not an output
+    assert check_html(_page(TABLE + FIGURE.format("tab-a", TABLE))) == []
+    img = '<img src="../_images/abc.png" />'
+    twice = CELL.format(f'<div class="output text_png">{img}</div>') + f'<figure id="fig-a">{img}</figure>'
+    assert any("a figure is shown 2 times" in p for p in check_html(_page(twice)))
+    assert check_html(_page(f'<figure id="fig-a">{img}</figure>')) == []
+
+
+def test_check_book_counts_every_page(tmp_path):
+    from paperlib.book import check_book
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "intro.html").write_text(_page("<p>clean</p>"))
+    (tmp_path / "search.html").write_text(_page(CELL.format("found cached x")))  # not a page of the book
+    (tmp_path / "notebooks" / "ch.html").write_text(_page(CELL.format("saved to /home/me/x.npz")))
+    problems = check_book(tmp_path)
+    assert problems and all(p.startswith("notebooks/ch.html") for p in problems)
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="build the book first"):
+        check_book(tmp_path / "nothing")
+
+
+def _notebook(tmp_path, injected: str):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('PROFILE = "full"\nN = 5  # size'),
+                nbformat.v4.new_code_cell(f"# Parameters\n{injected}\n")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.cells[1].metadata["tags"] = ["injected-parameters"]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_injected_parameters_are_removed_when_redundant_and_collapsed_otherwise(tmp_path):
+    import nbformat
+
+    from paperlib.book import hide_injected_parameters
+
+    for injected, tag in [('PROFILE = "full"', "remove-cell"), ('PROFILE = "smoke"\nN = 2', "hide-cell"),
+                          ("M = 1", "hide-cell"), ("N = 5\nX = f(1)", "hide-cell")]:
+        path = _notebook(tmp_path, injected)
+        hide_injected_parameters(path)
+        hide_injected_parameters(path)  # idempotent
+        tags = nbformat.read(path, as_version=4).cells[1].metadata["tags"]
+        assert tags == ["injected-parameters", tag], (injected, tags)
+
+
+def test_summary_pages_run_after_the_chapters():
+    from pathlib import Path
+
+    from paperlib.book import execution_order
+
+    paths = [Path(p) for p in ["00_results.ipynb", "01_toy.ipynb", "02_t.ipynb"]]
+    assert [p.stem for p in execution_order(paths)] == ["01_toy", "02_t", "00_results"]
+
+
+def test_book_environment_is_set_for_the_kernel_and_restored(monkeypatch, tmp_path):
+    import os
+
+    from paperlib.book import book_environment
+    from paperlib.progress import PROGRESS_ENV
+    from paperlib.setup import LOG_FILE_ENV
+
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    with book_environment(tmp_path / "x.log"):
+        assert os.environ[PROGRESS_ENV] == "0" and os.environ[LOG_FILE_ENV] == str(tmp_path / "x.log")
+        assert os.environ["PYTHONWARNINGS"] == "default,ignore:IProgress not found"
+    assert PROGRESS_ENV not in os.environ and LOG_FILE_ENV not in os.environ
+    assert os.environ["PYTHONWARNINGS"] == "default"
+
+
+def test_choices_table():
+    import pytest
+
+    from paperlib.book import choices_frame, choices_table
+
+    rows = [("K", 20, "O", "lost"), {"name": "steps", "value": [1, 2], "tag": "S/O", "note": "x"}]
+    t = choices_frame(rows)
+    assert list(t.index) == ["K", "steps"] and list(t.columns) == ["value", "tag", "note"]
+    assert t.loc["K", "value"] == "20" and t.loc["steps", "tag"] == "S / O"
+    long = "a value far longer than the fifty characters a DataFrame's display keeps"
+    html = choices_table([*rows, ("long", long, "O", "")]).to_html()
+    assert long in html and ">choice<" in html
+    with pytest.raises(ValueError, match="tag of 'K'"):
+        choices_frame([("K", 20, "X", "")])
+    with pytest.raises(ValueError, match="choice, value, tag, note"):
+        choices_table([("K", 20, "O")])
+
+
+def _code_cells():
+    import nbformat
+
+    from paperlib.book import notebooks
+
+    for path in notebooks():
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type == "code":
+                yield path.name, i, cell
+
+
+def test_notebook_code_fits_88_columns():
+    wide = [f"{name} cell {i}: {len(line)} columns: {line[:60]}..." for name, i, cell in _code_cells()
+            for line in cell.source.splitlines() if len(line) > 88]
+    assert not wide, "\n".join(wide)
+
+
+def test_setup_cells_are_collapsed_and_analysis_cells_shown():
+    import re
+
+    for name, i, cell in _code_cells():
+        tags = cell.metadata.get("tags", [])
+        if re.search(r"^\s*(device = )?setup\(", cell.source, flags=re.M):
+            assert "hide-input" in tags, f"{name} cell {i} calls setup(): tag it hide-input"
+        elif "parameters" not in tags:
+            assert not {"remove-cell", "remove-input"} & set(tags), f"{name} cell {i}: analysis code is shown"

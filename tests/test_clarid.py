@@ -278,3 +278,19 @@ def test_clarid_leaves_the_global_rng_alone(toy_model, toy_cfg, method):
     clarid(toy_model, toy_model.features, x, y, toy_alpha_bar(toy_cfg), 600, K=2, method=method, generator=3,
            guidance_scale=3.0, null_class=NULL_CLASS, progress=False)
     assert torch.equal(torch.random.get_rng_state(), torch.manual_seed(7).get_state())
+
+
+def test_kstar_verdicts():
+    from paperlib.clarid import kstar_growth_verdict, kstar_spread_verdict
+
+    assert kstar_spread_verdict(torch.tensor([2, 3, 3, 5])) == "holds"
+    assert kstar_spread_verdict(torch.tensor([3] * 19 + [4])) == "partly"  # the mode covers 95% > 90%
+    assert kstar_spread_verdict(torch.tensor([3] * 9 + [4]), collapse=0.95) == "holds"
+    assert kstar_spread_verdict(torch.tensor([1, 1, 1])) == "does not"
+    with pytest.raises(ValueError, match="non-empty"):
+        kstar_spread_verdict(torch.tensor([], dtype=torch.long))
+    assert kstar_growth_verdict({20: 11.0, 5: 3.0, 10: 5.5}) == "holds"  # order of the keys does not matter
+    assert kstar_growth_verdict({5: 3.0, 10: 5.5, 15: 5.4, 20: 11.0}) == "partly"
+    assert kstar_growth_verdict({5: 3.0, 10: 3.0}) == "does not"
+    with pytest.raises(ValueError, match="two horizons"):
+        kstar_growth_verdict({5: 3.0})

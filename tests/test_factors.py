@@ -182,3 +182,30 @@ def test_factor_verdict_compares_with_the_control_and_originals():
     v = factor_verdict(t)
     assert "background less than" in v and "less concentrated" in v and "less well than" in v
     assert v.endswith("does not paint class-typical background.")
+
+
+def test_claim_verdicts_of_figure_6():
+    import pandas as pd
+
+    from paperlib.factors import PAINT_MARGIN, READ_MARGIN, background_claim, class_kept_claim, paints_claim
+
+    kept = pd.DataFrame({"class kept": [0.80, 0.78, 0.79], "s.e.": [0.01, 0.01, 0.01]},
+                        index=["original", "CLARID", "random dirs"])
+    assert class_kept_claim(kept) == "holds"  # 0.02 below, within two s.e. of the difference (0.028)
+    kept.loc["CLARID", "class kept"] = 0.95
+    assert class_kept_claim(kept) == "holds"  # more class evidence still keeps the class
+    kept.loc["CLARID", "class kept"] = 0.75
+    assert class_kept_claim(kept) == "does not"
+
+    cols = ["change outside fg", "class from bg", "class from bg (random bg)"]
+    t = pd.DataFrame([[0.0, 0.91, 0.03], [0.10, 0.91 - READ_MARGIN - 0.01, 0.03], [0.01, 0.91, 0.04],
+                      [0.05, 0.93, 0.03 + PAINT_MARGIN + 0.01]],
+                     index=["original", "CLARID", "random dirs", "CFG w=3"], columns=cols)
+    assert background_claim(t) == "holds"  # reads the class less well, changes the background more
+    t.loc["CLARID", "class from bg"] = 0.91 - READ_MARGIN + 0.01
+    assert background_claim(t) == "partly"
+    t.loc["CLARID", "change outside fg"] = 0.005
+    assert background_claim(t) == "does not"
+    assert paints_claim(t, "CFG w=3") == "holds"
+    t.loc["CFG w=3", "class from bg (random bg)"] = 0.03 + PAINT_MARGIN - 0.01
+    assert paints_claim(t, "CFG w=3") == "does not"

@@ -177,3 +177,27 @@ def test_layer_time_features_rejects_bad_inputs(setup):
     null = torch.full((5,), model.null_class)
     assert layer_time_features(model, images, null, AB, [0], ["mid"], num_steps=10, progress=False)[("mid", 0)].shape \
         == (5, 8)
+
+
+def test_nmi_order_and_claim_verdicts():
+    import pandas as pd
+
+    from paperlib.features import NMI_SATURATED, nmi_claim_verdict, nmi_order
+
+    t = pd.DataFrame({"NMI": [0.80, 0.85, 0.84, 0.90], "std": [0.01, 0.01, 0.02, 0.01]},
+                     index=["original", "clarid", "random", "cfg3"])
+    assert nmi_order(t, "clarid", "original") == "above"  # gap 0.05 > spread 0.02
+    assert nmi_order(t, "original", "clarid") == "below"
+    assert nmi_order(t, "clarid", "random") == "level"  # gap 0.01 within the spread 0.03
+    assert nmi_claim_verdict(t) == "holds"
+    assert nmi_claim_verdict(t, "cfg3", "clarid") == "holds"
+    assert nmi_claim_verdict(t, "clarid", "cfg3") == "does not"
+    t.loc["original", "NMI"] = NMI_SATURATED
+    assert nmi_claim_verdict(t) == "cannot tell"  # saturated originals: the paper's own caveat
+
+
+def test_follows_label():
+    from paperlib.features import follows_label
+
+    assert follows_label({"condition": {"mean": 0.74}, "class": {"mean": 0.08}})
+    assert not follows_label({"condition": {"mean": 0.05}, "class": {"mean": 0.60}})

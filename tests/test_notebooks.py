@@ -109,3 +109,19 @@ def test_cadistill_notebook_smoke():
     assert int(g["loss_n"]) == profile_parameters("smoke", "06_cadistill")["LOSS_BATCH"]
     assert 0 <= int(g["loss_fallback"]) <= int(g["loss_n"])
     assert "standard errors" in g["verdict_matched"] or "one seed" in g["verdict_matched"]
+def test_results_page_smoke():
+    """Runs after the chapters (file order): every claim of an executed chapter has its verdict and the
+    values its ``ours`` template names; the chapters' opening answers are glued."""
+    from paperlib.claims import CLAIMS, chapter_values, verdict_of
+
+    g = _run("00_results")
+    assert "results" in g and g["summary"].startswith("Of the paper's")
+    values = chapter_values("smoke")
+    for c in CLAIMS:
+        if c.chapter not in values:
+            assert verdict_of(c, values) == "not yet run", c.id
+            continue
+        assert verdict_of(c, values) != "not yet run", f"{c.chapter} glued no verdict for {c.id}"
+        missing = [f for f in c.fields() if f not in values[c.chapter]]
+        assert not missing, f"{c.id}: {c.chapter} glued none of {missing}"
+        assert values[c.chapter]["answer"].startswith("**"), c.chapter

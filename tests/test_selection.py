@@ -124,3 +124,13 @@ def test_plateau_t_star_uses_paired_standard_errors():
         plateau_t_star({0: torch.ones(3), 100: torch.ones(4)})
     with pytest.raises(ValueError, match="reference"):
         plateau_t_star(per_sample, reference=50)
+def test_saturation_verdict():
+    t = [0, 500, 1000]
+    assert selection.saturation_verdict(t, [0.10, 0.80, 0.81], [0.02, 0.02, 0.02], 500) == "holds"
+    assert selection.saturation_verdict(t, [0.10, 0.50, 0.81], [0.02, 0.02, 0.02], 1000) == "partly"
+    # a rise of 0.05 is within two standard errors of the difference (2 * sqrt(2) * 0.02 = 0.057)
+    assert selection.saturation_verdict(t, [0.10, 0.12, 0.15], [0.02, 0.02, 0.02], 500) == "does not"
+    with pytest.raises(ValueError, match="one value per switch time"):
+        selection.saturation_verdict(t, [0.1, 0.2], [0.01, 0.01], 500)
+    with pytest.raises(ValueError, match="increasing"):
+        selection.saturation_verdict([0, 1000, 500], [0.1, 0.2, 0.3], [0.0] * 3, 500)

@@ -115,3 +115,24 @@ def test_top_direction_stats(toy_model, toy_cfg):
     s = top_direction_stats(toy_model, x, 1, 600, num_steps=20, cfg=toy_cfg)
     assert 0 <= s["angle"] < 180 and 0 <= s["angle_iqr"] <= 180
     assert s["ratio"] >= 1.0  # sigma_1 >= sigma_2 by construction
+
+
+def test_t_star_sweep_matches_compare_methods_and_is_cached(toy_model, toy_cfg, monkeypatch):
+    import pytest
+
+    from paperlib import toy
+
+    models, keys = {3: toy_model, 4: toy_model}, {3: "k3", 4: "k4"}
+    summaries, clarid_pts = toy.t_star_sweep(models, keys, [300, 600], 16, num_steps=20, cfg=toy_cfg, keep_seed=4)
+    x1, _ = sample_toy(16, 1000 + 4, toy_cfg, y=1)
+    direct = compare_methods(toy_model, x1, 1, 600, (3.0,), 20, generator=4, cfg=toy_cfg)
+    want = summarize_outputs(direct, 1, toy_cfg)
+    for method, stats in want.items():
+        assert summaries[600][4][method] == pytest.approx(stats, rel=1e-6, abs=1e-7)
+    torch.testing.assert_close(clarid_pts[600], direct["CLARID"])
+    calls = []
+    monkeypatch.setattr(toy, "compare_methods", lambda *a, **k: calls.append(1))
+    again, _ = toy.t_star_sweep(models, keys, [300, 600], 16, num_steps=20, cfg=toy_cfg, keep_seed=4)
+    assert not calls and again == summaries  # read back, nothing recomputed
+    with pytest.raises(ValueError, match="same seeds"):
+        toy.t_star_sweep(models, {3: "k3"}, [300], 16, cfg=toy_cfg)
