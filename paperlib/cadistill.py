@@ -951,6 +951,18 @@ def lambda_sweep(
     return out
 
 
+def clean_claim(table: pd.DataFrame, method: str = "cadistill", reference: str = "vanilla") -> str:
+    """The verdict on "``method`` keeps clean accuracy": ``"holds"`` unless it is below ``reference`` by more
+    than two standard errors over seeds (``"does not"``); ``"cannot tell"`` with fewer than two seeds."""
+    from paperlib.metrics import two_standard_errors
+
+    a, b = table.loc[method], table.loc[reference]
+    if a["seeds"] < 2 or b["seeds"] < 2:
+        return "cannot tell"
+    noise = two_standard_errors(a["std"] / a["seeds"] ** 0.5, b["std"] / b["seeds"] ** 0.5)
+    return "does not" if a["mean"] - b["mean"] < -noise else "holds"
+
+
 def clean_verdict(table: pd.DataFrame, method: str = "cadistill", reference: str = "vanilla") -> str:
     """One clause: is ``method``'s mean clean accuracy above, below or within two standard errors of
     ``reference``'s (standard errors over seeds, from :func:`accuracy_table`'s ``mean``, ``std``, ``seeds``)?"""

@@ -635,6 +635,17 @@ def edit_regime(scores: pd.DataFrame, w: float, keep_identity: float = 0.5, z: f
     return out
 
 
+def regime_verdict(regime: pd.DataFrame) -> str:
+    """The claim's verdict on one dataset: ``"holds"`` when some cell of the map edits
+    (:func:`edit_regime`), ``"does not"`` otherwise."""
+    return "holds" if bool(regime.edits.any()) else "does not"
+
+
+def regime_cells(regime: pd.DataFrame) -> str:
+    """``"2 of 20"``: cells of the map where CLARID edits."""
+    return f"{int(regime.edits.sum())} of {len(regime)}"
+
+
 def regime_sentence(regime: pd.DataFrame, dataset: str) -> str:
     """One sentence from :func:`edit_regime`: the cells where CLARID edits, or why no cell qualifies."""
     name = DATASET_NAMES.get(dataset, dataset)
