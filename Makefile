@@ -35,8 +35,8 @@ test: env lint ## Unit tests, every notebook in the smoke profile (papermill), s
 notebooks: env ## Execute the notebooks with papermill (PROFILE=full|smoke)
 	$(PY) -m paperlib.book execute --profile $(PROFILE)
 
-book: env ## Execute the notebooks (full profile), build the HTML book into _build/html and check it
-	$(PY) -m paperlib.book execute --profile $(PROFILE)
+book: env ## Execute the notebooks from the committed results (full profile), build the HTML book into _build/html and check it
+	$(PY) -m paperlib.book execute --profile $(PROFILE) --read-only
 	$(PY) -m paperlib.book build --profile $(PROFILE) --strict
 	$(PY) -m paperlib.book check --profile $(PROFILE)
 

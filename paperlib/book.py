@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from paperlib.cache import PENDING
 from paperlib.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -78,15 +79,18 @@ def log_path(profile: str, stem: str) -> Path:
 
 
 @contextlib.contextmanager
-def book_environment(log_file: Path) -> Iterator[None]:
+def book_environment(log_file: Path, read_only: bool = False) -> Iterator[None]:
     """Environment of the kernels the book runs (they inherit it): no progress bars
     (:mod:`paperlib.progress`), logging and warnings to ``log_file`` (:func:`paperlib.setup.route_chatter`),
-    and the import-time warnings of :data:`QUIET_WARNINGS` ignored. Restored on exit."""
+    and the import-time warnings of :data:`QUIET_WARNINGS` ignored; with ``read_only``, published results are
+    read, never computed (:data:`paperlib.cache.READ_ONLY_ENV`). Restored on exit."""
+    from paperlib.cache import READ_ONLY_ENV
     from paperlib.progress import PROGRESS_ENV
     from paperlib.setup import LOG_FILE_ENV
 
     warn = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS", ""), *QUIET_WARNINGS]))
-    new = {PROGRESS_ENV: "0", LOG_FILE_ENV: str(log_file), "PYTHONWARNINGS": warn}
+    new = {PROGRESS_ENV: "0", LOG_FILE_ENV: str(log_file), "PYTHONWARNINGS": warn,
+           READ_ONLY_ENV: "1" if read_only else os.environ.get(READ_ONLY_ENV, "0")}
     old = {k: os.environ.get(k) for k in new}
     os.environ.update(new)
     try:
@@ -99,7 +103,8 @@ def book_environment(log_file: Path) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def execute_notebook(path: Path, profile: str, log_output: bool = False) -> tuple[Path, float]:
+def execute_notebook(path: Path, profile: str, log_output: bool = False, read_only: bool = False
+                     ) -> tuple[Path, float]:
     """Execute one notebook with papermill; returns the executed copy and its wall time in seconds.
 
     The kernel runs in :func:`book_environment`: its logging goes to :func:`log_path`, not to the page.
@@ -112,7 +117,7 @@ def execute_notebook(path: Path, profile: str, log_output: bool = False) -> tupl
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.unlink(missing_ok=True)
     start = time.perf_counter()
-    with book_environment(log_file):
+    with book_environment(log_file, read_only):
         pm.execute_notebook(
             str(path), str(out), parameters=profile_parameters(profile, path.stem), kernel_name="python3",
             cwd=str(NOTEBOOK_DIR), log_output=log_output, progress_bar=False,
@@ -174,12 +179,16 @@ def skipped(profile: str) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def execute(profile: str, names: list[str] | None = None, log_output: bool = False) -> dict[str, float]:
+def execute(profile: str, names: list[str] | None = None, log_output: bool = False, read_only: bool = False
+            ) -> dict[str, float]:
     """Execute the notebooks (all, or those whose stem is in ``names``); records their wall times.
 
     A notebook that fails only because CIFAR-10 is unavailable (no ``$PAPERLIB_DATA``, no ``../shared``, no
     internet) is left out with a warning and recorded, so the book still builds from the others (the toy
-    chapter needs no data); any other error stops the run. The summary pages (``00_*``) run last, and
+    chapter needs no data). With ``read_only`` (``make book``), a chapter whose published results are not
+    computed yet (:class:`paperlib.cache.PendingRun`: students not trained, runs not made) is left out the
+    same way, naming what is missing and the command that makes it. Any other error stops the run. The summary
+    pages (``00_*``) run last, and
     always (they read what the chapters glued). The warnings a notebook logged are counted on the way.
     """
     from papermill.exceptions import PapermillExecutionError
@@ -197,9 +206,9 @@ def execute(profile: str, names: list[str] | None = None, log_output: bool = Fal
             continue
         print(f"[{profile}] executing {nb.name} ...", flush=True)
         try:
-            _, seconds = execute_notebook(nb, profile, log_output)
+            _, seconds = execute_notebook(nb, profile, log_output, read_only)
         except PapermillExecutionError as exc:
-            if DATA_UNAVAILABLE not in str(exc.evalue):
+            if DATA_UNAVAILABLE not in str(exc.evalue) and PENDING not in str(exc.evalue):
                 raise
             (source_dir(profile) / "notebooks" / nb.name).unlink(missing_ok=True)
             left_out[nb.stem] = str(exc.evalue).split(";")[0]
@@ -527,9 +536,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="notebook stems to execute (default: all)")
     parser.add_argument("--strict", action="store_true", help="-n -W --keep-going: any warning fails")
     parser.add_argument("--log-output", action="store_true", help="stream notebook output")
+    parser.add_argument("--read-only", action="store_true",
+                        help="read published results, never compute them (a chapter missing some is left out)")
     args = parser.parse_args(argv)
     if args.command in ("execute", "all"):
-        execute(args.profile, args.only, args.log_output)
+        execute(args.profile, args.only, args.log_output, args.read_only)
     if args.command in ("build", "all"):
         build(args.profile, args.strict)
     if args.command == "check":

@@ -64,6 +64,29 @@ class ProvenanceError(ValueError):
     """An artifact was made from other inputs (data, config) than the ones it is being used with."""
 
 
+READ_ONLY_ENV = "PAPERLIB_READ_ONLY"
+"""When ``"1"`` (``python -m paperlib.book execute --read-only``, used by ``make book``), results meant for
+``artifacts/`` are read, never computed: a missing one raises :class:`PendingRun`."""
+
+PENDING = "not computed yet"
+"""Start of a :class:`PendingRun`'s message (the book runner leaves such a chapter out, with a note)."""
+
+
+class PendingRun(RuntimeError):
+    """A published result is missing in a read-only run (see :data:`READ_ONLY_ENV`)."""
+
+
+def check_may_compute(what: str, how: str = "") -> None:
+    """Raise :class:`PendingRun` if published results may only be read here (``$PAPERLIB_READ_ONLY=1``).
+
+    Args:
+        what: The missing result (e.g. ``"student cifar10/cadistill seed 0"``).
+        how: The command that computes it.
+    """
+    if os.environ.get(READ_ONLY_ENV) == "1":
+        raise PendingRun(f"{PENDING}: {what} is not in artifacts/" + (f"; compute it with `{how}`" if how else ""))
+
+
 def config_key(config: dict, version: int = 1) -> str:
     """A short stable hash of a JSON-able config and a stage version."""
     blob = json.dumps({"config": config, "version": version}, sort_keys=True, default=str)
@@ -471,6 +494,8 @@ def load_or_compute(
             if verbose:
                 log.info("found cached %s (%s), loading", stage, path.name)
             return tensors, manifest
+    if publish:
+        check_may_compute(f"{stage} {key}", "python -m paperlib.book execute --profile full")
     start = time.perf_counter()
     tensors = compute()
     manifest = {

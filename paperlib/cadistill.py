@@ -92,6 +92,7 @@ from paperlib.cache import (
     ProvenanceError,
     artifact_exists,
     artifact_path,
+    check_may_compute,
     config_key,
     load_artifact,
     save_artifact,
@@ -654,6 +655,9 @@ def load_or_train_student(
             log.info("found cached %s (%s), loading", STAGE, path.name)
             return load_student(path, data_fingerprint)
     final = artifact_path(STAGE, config, STAGE_VERSION, publish)
+    if publish:
+        check_may_compute(f"student {recipe.dataset}/{recipe.method} seed {recipe.seed} ({key})",
+                          f"make students DATASET={recipe.dataset} METHOD={recipe.method} SEEDS={recipe.seed}")
     resume = final.with_name(f"{key}.resume.safetensors")
     split = test() if callable(test) else test
     try:

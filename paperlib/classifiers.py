@@ -72,6 +72,7 @@ from paperlib.cache import (
     ProvenanceError,
     artifact_exists,
     artifact_path,
+    check_may_compute,
     config_key,
     load_artifact,
     save_artifact,
@@ -732,6 +733,8 @@ def load_or_train_classifier(
             return _load_classifier(path, cfg, num_classes, size, data_fingerprint)
 
     final = artifact_path(STAGE, config, CACHE_VERSION, publish)
+    if publish:
+        check_may_compute(f"classifier {cfg.arch} ({key})", "make classifiers DATASET=<dataset>")
     resume = final.with_name(f"{key}.resume.safetensors")
     split = _test_split(test)
     monitor = None

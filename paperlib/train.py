@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from paperlib.cache import ProvenanceError, artifact_exists, config_key, load_artifact, save_artifact
+from paperlib.cache import ProvenanceError, artifact_exists, check_may_compute, config_key, load_artifact, save_artifact
 from paperlib.checkpoint import flatten_optimizer, strip_prefix, unflatten_optimizer
 from paperlib.data import TRAINED_DATASETS, DatasetConfig, fingerprint, load_dataset
 from paperlib.diffusion import alpha_bar, linear_beta_schedule, q_sample
@@ -444,6 +444,9 @@ def load_or_train_cdm(
             log.info("found cached CDM (%s/%s), loading", final.parent.name, final.name)
             return load_cdm(final, recipe)
     final, resume = _paths(recipe, publish)
+    if publish:
+        check_may_compute(f"the {recipe.data.name} CDM of {recipe.train.steps} steps ({recipe.key})",
+                          f"make train DATASET={recipe.data.name} STEPS={recipe.train.steps}")
     images, labels = load_dataset(recipe.data, "train")
     data_fp = fingerprint(images, labels)
 

@@ -291,3 +291,17 @@ def test_chunked_compute_pauses_between_chunks_and_resumes(tmp_path, monkeypatch
     assert not list(tmp_path.glob("s/*.chunks"))
     again, _ = load_or_compute_chunked("s", {"a": 1}, 7, 3, chunk, verbose=False)
     assert len(calls) == 3 and torch.equal(again["y"], tensors["y"])
+
+
+def test_read_only_runs_read_published_results_but_never_compute_them(tmp_path, monkeypatch):
+    import paperlib.cache as cache
+
+    monkeypatch.setattr(cache, "ARTIFACTS_DIR", tmp_path / "artifacts")
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path / "cache"))
+    make = lambda: {"x": torch.ones(2)}  # noqa: E731
+    cache.load_or_compute("stage", {"a": 1}, make, publish=True)  # computed while writable
+    monkeypatch.setenv(cache.READ_ONLY_ENV, "1")
+    assert torch.equal(cache.load_or_compute("stage", {"a": 1}, make, publish=True)[0]["x"], torch.ones(2))
+    with pytest.raises(cache.PendingRun, match=r"^not computed yet: stage [0-9a-f]{16} is not in artifacts/"):
+        cache.load_or_compute("stage", {"a": 2}, make, publish=True)
+    assert torch.equal(cache.load_or_compute("stage", {"a": 2}, make, publish=False)[0]["x"], torch.ones(2))
