@@ -465,6 +465,7 @@ def load_or_compute(
     verbose: bool = True,
     provenance: Mapping[str, Any] | None = None,
     hint: str = "",
+    how: str = "",
 ) -> tuple[dict[str, Tensor], dict]:
     """Return the cached artifact of ``(stage, config, version)``, or compute, save and return it.
 
@@ -480,6 +481,7 @@ def load_or_compute(
         provenance: Fields recorded in the manifest and checked on every load but not part of the key,
             e.g. ``{"data": fingerprint(images, labels)}`` of the data the result is computed from.
         hint: The way out named by a :class:`ProvenanceError`.
+        how: The command that computes a published result, named by :class:`PendingRun` in a read-only run.
 
     Returns:
         ``(tensors, manifest)``.
@@ -495,7 +497,7 @@ def load_or_compute(
                 log.info("found cached %s (%s), loading", stage, path.name)
             return tensors, manifest
     if publish:
-        check_may_compute(f"{stage} {key}", "python -m paperlib.book execute --profile full")
+        check_may_compute(f"{stage} {key}", how or "python -m paperlib.book execute --profile full")
     start = time.perf_counter()
     tensors = compute()
     manifest = {
@@ -536,6 +538,7 @@ def load_or_compute_chunked(
     hint: str = "",
     desc: str = "",
     max_seconds: float | None = None,
+    how: str = "",
 ) -> tuple[dict[str, Tensor], dict]:
     """:func:`load_or_compute` of a result made of rows ``0..n-1``, computed in chunks that are saved as they
     finish (``<stage>/<key>.chunks/<start>.safetensors``), so a killed or paused run resumes where it stopped.
@@ -549,6 +552,7 @@ def load_or_compute_chunked(
         finish: Maps the chunks concatenated along dim 0 to the saved tensors (default: unchanged).
         desc: tqdm label of the bar over chunks (shown when ``verbose``).
         max_seconds: Stop with :class:`ComputeIncomplete` after the chunk that exceeds this many seconds.
+        how: As :func:`load_or_compute`.
 
     Returns:
         ``(tensors, manifest)``; the chunks are deleted once the merged artifact is saved.
@@ -579,7 +583,7 @@ def load_or_compute_chunked(
         return merged if finish is None else finish(merged)
 
     tensors, manifest = load_or_compute(stage, config, compute, version, publish, verbose=verbose,
-                                        provenance=provenance, hint=hint)
+                                        provenance=provenance, hint=hint, how=how)
     if chunk_dir.exists():  # merged: the chunks are no longer needed
         shutil.rmtree(chunk_dir)
     return tensors, manifest

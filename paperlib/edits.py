@@ -321,7 +321,8 @@ def edit_run(
         finish=lambda merged: {**merged, "indices": indices, "labels": labels[indices]}, version=STAGE_VERSION,
         publish=publish, verbose=progress, provenance={"data": fingerprint(images, labels)},
         hint="The run indexes other images than the ones given here; pass the images it was made from.",
-        desc=f"edits at t*={t_star} ({len(indices)} images)", max_seconds=max_seconds)
+        desc=f"edits at t*={t_star} ({len(indices)} images)", max_seconds=max_seconds,
+        how=f"make edits DATASET=<dataset> N={len(indices)} MAP=1")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -344,7 +344,7 @@ def raw_feature_bank(cdm, dataset: str, layer: str, t: int, num_steps: int = 100
     tensors, _ = load_or_compute_chunked(
         "raw_features", config, len(labels), chunk_size, chunk, version=STAGE_VERSION, publish=publish,
         verbose=progress, provenance={"data": cdm.manifest["data"]}, desc=f"CDM features of {len(labels)} images",
-        max_seconds=max_seconds)
+        max_seconds=max_seconds, how=f"make students DATASET={dataset} METHOD=dmdistill SEEDS=0")
     return TeachingBank("raw", dataset, labels.long(), torch.arange(len(labels)), tensors["features"], meta=meta)
 
 
