@@ -98,6 +98,19 @@ def test_canonical_samples_notebook_smoke():
     assert float(g["inside_orig"]) == 0 and float(g["outside_orig"]) == 0  # an image does not change itself
 
 
+def test_matched_controls_notebook_smoke():
+    g = _run("05b_matched_controls")  # reads chapters 2-5's recorded choices and probes
+    for name in ["table_controls", "table_regime", "fig_scaling", "table_scaling", "answer",
+                 "claim_edits_not_regenerates"]:
+        assert name in g, name
+    for ds in DATASETS:
+        for key in ("fig_guidance", "guidance_verdict", "fig_distance", "distance_verdict", "fig_map", "regime",
+                    "regime_cells"):
+            assert f"{key}_{ds}" in g, f"{key}_{ds}"
+        assert int(g[f"n_{ds}"]) == profile_parameters("smoke", "05b_matched_controls")["N_IMAGES"][ds]
+    assert g["claim_edits_not_regenerates"] in ("holds", "partly", "does not")
+
+
 def test_cadistill_notebook_smoke():
     g = _run("06_cadistill")  # reads chapters 2-5's recorded choices and caches
     for name in ["table_banks", "table_terms", "fig_acc", "table_clean", "fig_sweep", "table_controls"]:
@@ -109,6 +122,8 @@ def test_cadistill_notebook_smoke():
     assert int(g["loss_n"]) == profile_parameters("smoke", "06_cadistill")["LOSS_BATCH"]
     assert 0 <= int(g["loss_fallback"]) <= int(g["loss_n"])
     assert "standard errors" in g["verdict_matched"] or "one seed" in g["verdict_matched"]
+
+
 def test_results_page_smoke():
     """Runs after the chapters (file order): every claim of an executed chapter has its verdict and the
     values its ``ours`` template names; the chapters' opening answers are glued."""
