@@ -38,10 +38,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm import tqdm
 
 from paperlib import __version__
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
+from paperlib.progress import tqdm
 
 log = logging.getLogger(__name__)
 

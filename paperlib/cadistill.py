@@ -84,7 +84,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from paperlib import __version__
 from paperlib.cache import (
@@ -110,6 +109,7 @@ from paperlib.checkpoint import (
 from paperlib.classifiers import accuracy, predict, random_crop_flip
 from paperlib.data import DATASETS, fingerprint, load_dataset, stratified_subset
 from paperlib.distill import DistillWeights, cadistill_loss
+from paperlib.progress import tqdm
 from paperlib.students import Student, StudentConfig, make_student
 from paperlib.teaching import TeachingBank
 from paperlib.train import TrainingIncomplete as _TrainingIncomplete

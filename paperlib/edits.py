@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from paperlib.cache import artifact_exists, artifact_path, config_key, load_artifact, load_or_compute_chunked
 from paperlib.canonical import ClaridConfig, _check_run_inputs, jacobian_target
@@ -37,6 +36,7 @@ from paperlib.data import fingerprint, from_model_range, to_model_range
 from paperlib.diffusion import ddim_decode, ddim_invert
 from paperlib.metrics import psnr, ssim
 from paperlib.models import CDM, clips_x0, model_device
+from paperlib.progress import tqdm
 from paperlib.validate import check_indices, check_tensor
 
 STAGE = "edit_run"

@@ -47,12 +47,12 @@ import numpy as np
 import torch
 import torchattacks
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from paperlib.cache import load_or_compute, module_fingerprint
 from paperlib.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from paperlib.data import DatasetConfig, ShapesData, backgrounds_challenge, fingerprint, load_dataset, load_shapes
 from paperlib.data import stratified_subset as _stratified
+from paperlib.progress import tqdm
 from paperlib.validate import check_int, check_labels, check_tensor, describe
 
 log = logging.getLogger(__name__)
