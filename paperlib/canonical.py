@@ -177,6 +177,45 @@ def _random_directions(n: int, k: int, seed: int) -> Tensor:
     return torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64)).Q.float()
 
 
+def invert_with_directions(
+    model: CDM, images: Tensor, labels: Tensor, alpha_bar: Tensor, cfg: ClaridConfig, seeds: Tensor,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The first half of CLARID for a batch, shared by every run that edits its latents: check the inputs,
+    DDIM-invert to ``cfg.t_star``, take each image's top-``K`` extraneous directions and its EVR elbow.
+
+    Args:
+        model, images, labels, alpha_bar, cfg, seeds, progress: As :func:`clarid_batch`.
+
+    Returns:
+        ``(y [B], x_t [B, *latent_shape], V [B, n, K], sigma [B, K], k_star [B], iterations [B])``; ``y``,
+        ``x_t`` and ``V`` on the model's device, the rest on the CPU.
+
+    Raises:
+        ValueError: As :func:`clarid_batch`.
+    """
+    y = _check_run_inputs(model, images, labels, cfg)
+    check_tensor("seeds", seeds, ndim=1, dtype="integer")
+    if len(seeds) != len(images):
+        raise ValueError(f"seeds must have shape [B] = [{len(images)}], got {tuple(seeds.shape)}")
+    dev = model_device(model)
+    y = y.to(dev)
+    x0 = model.encode(to_model_range(images).to(dev))
+    x_t = ddim_invert(model, x0, y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
+    Vs, sigmas, k_stars, iters = [], [], [], []
+    for i in tqdm(range(len(y)), desc="extraneous directions", disable=not progress, leave=False):
+        f = jacobian_target(model, cfg, y[i : i + 1])
+        V, sigma, info = extraneous_directions(f, x_t[i], cfg.K, cfg.method, tol=cfg.tol, max_iter=cfg.max_iter,
+                                               chunk_size=model.jacobian_chunk_size,
+                                               generator=int(seeds[i]) + cfg.seed, return_info=True)
+        sigma = sigma.cpu()
+        Vs.append(V)
+        sigmas.append(sigma)
+        k_stars.append(elbow_index(explained_variance_ratio(sigma, cfg.squared_evr)))
+        iters.append(info["iterations"])
+    return y, x_t, torch.stack(Vs), torch.stack(sigmas), torch.tensor(k_stars), torch.tensor(iters)
+
+
 def clarid_batch(
     model: CDM,
     images: Tensor,
@@ -209,27 +248,9 @@ def clarid_batch(
         ValueError: If ``images``, ``labels`` or ``seeds`` are malformed, a label is not a real class, or
             ``cfg.layer`` is not a layer of ``model`` (all checked before the inversion).
     """
-    y = _check_run_inputs(model, images, labels, cfg)
-    check_tensor("seeds", seeds, ndim=1, dtype="integer")
-    if len(seeds) != len(images):
-        raise ValueError(f"seeds must have shape [B] = [{len(images)}], got {tuple(seeds.shape)}")
-    dev = model_device(model)
-    y = y.to(dev)
-    x0 = model.encode(to_model_range(images).to(dev))
-    x_t = ddim_invert(model, x0, y, alpha_bar, cfg.t_star, num_steps=cfg.num_steps)
+    y, x_t, V, sigma, k_star, iters = invert_with_directions(model, images, labels, alpha_bar, cfg, seeds, progress)
+    dev = x_t.device
     n = x_t[0].numel()
-    Vs, sigmas, k_stars, iters = [], [], [], []
-    for i in tqdm(range(len(y)), desc="extraneous directions", disable=not progress, leave=False):
-        f = jacobian_target(model, cfg, y[i : i + 1])
-        V, sigma, info = extraneous_directions(f, x_t[i], cfg.K, cfg.method, tol=cfg.tol, max_iter=cfg.max_iter,
-                                               chunk_size=model.jacobian_chunk_size,
-                                               generator=int(seeds[i]) + cfg.seed, return_info=True)
-        sigma = sigma.cpu()
-        Vs.append(V)
-        sigmas.append(sigma)
-        k_stars.append(elbow_index(explained_variance_ratio(sigma, cfg.squared_evr)))
-        iters.append(info["iterations"])
-    V, k_star = torch.stack(Vs), torch.tensor(k_stars)
 
     def keep_first(k: Tensor) -> Tensor:
         return (torch.arange(cfg.K) < k[:, None]).float()[:, None, :].to(dev)
@@ -241,9 +262,9 @@ def clarid_batch(
     clarep = project_out(x_t, V * keep_first(k_star))
     R = torch.stack([_random_directions(n, cfg.K, int(s) + cfg.seed + 7919) for s in seeds]).to(dev)
     out = {
-        "sigma": torch.stack(sigmas),
+        "sigma": sigma,
         "k_star": k_star,
-        "iterations": torch.tensor(iters),
+        "iterations": iters,
         "clarep": clarep.half().cpu(),
         "img.reconstruction": decode(x_t),
         "img.clarid": decode(clarep, cfg.guidance_scale),

@@ -29,15 +29,14 @@ import torch
 from torch import Tensor, nn
 
 from paperlib.cache import artifact_exists, artifact_path, config_key, load_artifact, load_or_compute_chunked
-from paperlib.canonical import ClaridConfig, _check_run_inputs, jacobian_target
-from paperlib.clarid import elbow_index, explained_variance_ratio, extraneous_directions, project_out
+from paperlib.canonical import ClaridConfig, _check_run_inputs, invert_with_directions
+from paperlib.clarid import project_out
 from paperlib.controls import CONTROLS, control_directions, energy_fraction, lowfreq_basis
-from paperlib.data import fingerprint, from_model_range, to_model_range
-from paperlib.diffusion import ddim_decode, ddim_invert
+from paperlib.data import fingerprint, from_model_range
+from paperlib.diffusion import ddim_decode
 from paperlib.metrics import psnr, ssim
-from paperlib.models import CDM, clips_x0, model_device
-from paperlib.progress import tqdm
-from paperlib.validate import check_indices, check_tensor
+from paperlib.models import CDM, clips_x0
+from paperlib.validate import check_indices
 
 STAGE = "edit_run"
 STAGE_VERSION = 1
@@ -206,26 +205,12 @@ def edit_batch(
         change at ``cfg.layer``, ``t*``, under the image's class).
     """
     cfg = replace(ecfg.clarid, t_star=t_star)
-    y = _check_run_inputs(model, images, labels, cfg)
-    check_tensor("seeds", seeds, ndim=1, dtype="integer")
-    if len(seeds) != len(images):
-        raise ValueError(f"seeds must have shape [B] = [{len(images)}], got {tuple(seeds.shape)}")
-    dev = model_device(model)
-    y = y.to(dev)
-    x_t = ddim_invert(model, model.encode(to_model_range(images).to(dev)), y, alpha_bar, t_star,
-                      num_steps=cfg.num_steps)
+    y, x_t, V, sigma, k_star, _ = invert_with_directions(model, images, labels, alpha_bar, cfg, seeds, progress)
+    dev = x_t.device
+    k_stars = k_star.tolist()
     shape = tuple(x_t.shape[1:])
     basis = lowfreq_basis(shape[0], shape[1], ecfg.n_freq)
-    Vs, sigmas, k_stars = [], [], []
-    for i in tqdm(range(len(y)), desc="extraneous directions", disable=not progress, leave=False):
-        V, sigma = extraneous_directions(jacobian_target(model, cfg, y[i : i + 1]), x_t[i], cfg.K, cfg.method,
-                                         tol=cfg.tol, max_iter=cfg.max_iter, generator=int(seeds[i]) + cfg.seed)
-        Vs.append(V)
-        sigmas.append(sigma)
-        k_stars.append(elbow_index(explained_variance_ratio(sigma, cfg.squared_evr)))
-    V = torch.stack(Vs)
-    out: dict[str, Tensor] = {"sigma": torch.stack(sigmas).cpu(), "k_star": torch.tensor(k_stars),
-                              "lowfreq_energy": energy_fraction(V.cpu(), basis),
+    out: dict[str, Tensor] = {"sigma": sigma, "k_star": k_star, "lowfreq_energy": energy_fraction(V.cpu(), basis),
                               "x_norm": x_t.flatten(1).norm(dim=1).cpu()}
     edits = ecfg.edits(t_star)
     too_many = [e.name for e in edits if e.k > x_t[0].numel()]
