@@ -368,6 +368,25 @@ def _glue_missing_twins(name: str, figure: bool) -> None:
         glue(twin, Markdown(text), display=False)
 
 
+def glue_not_available(*names: str, figure: bool = False) -> None:
+    """Glue the "not available" note under each of ``names``: values that only the datasets
+    :func:`use_datasets` left out would give (a CIFAR-10-only table), so the prose citing them still builds.
+
+    Raises:
+        ValueError: if no dataset was left out (then the values must be computed, not noted).
+    """
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    if not _UNAVAILABLE:
+        raise ValueError(f"every dataset is available: compute {names} instead of noting them")
+    missing = ", ".join(_UNAVAILABLE)
+    text = (f"*(Not built: {missing} data was not available when this chapter ran; see Reproducibility.)*"
+            if figure else f"*n/a (no {missing} data)*")
+    for name in names:
+        glue(name, Markdown(text), display=False)
+
+
 def glue_md(name: str, text: str) -> None:
     """Glue ``text`` as Markdown for ``{glue:md}`name``` in prose (no quotes, unlike a glued ``str``)."""
     from IPython.display import Markdown

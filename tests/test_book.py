@@ -61,6 +61,25 @@ def test_use_datasets_leaves_out_missing_cifar_and_glues_twins(monkeypatch, tmp_
     assert book.use_datasets(["shapes"]) == ["shapes"] and book.missing_twins("t_star_shapes") == []
 
 
+def test_glue_not_available_notes_values_only_missing_datasets_give(monkeypatch, tmp_path):
+    import pytest
+
+    from paperlib import book
+
+    glued = {}
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display=True: glued.__setitem__(name, value))
+    assert book.use_datasets(["shapes"]) == ["shapes"]
+    with pytest.raises(ValueError, match="every dataset is available"):
+        book.glue_not_available("table_ablation_class")
+    _offline_without_data(monkeypatch, tmp_path)
+    book.use_datasets(["shapes", "cifar10"])
+    book.glue_not_available("n_ablation_class", "verdict_ablation_cifar10")
+    book.glue_not_available("table_ablation_class", figure=True)
+    assert set(glued) == {"n_ablation_class", "verdict_ablation_cifar10", "table_ablation_class"}
+    assert glued["n_ablation_class"].data == "*n/a (no cifar10 data)*"
+    assert glued["table_ablation_class"].data.startswith("*(Not built: cifar10 data")
+
+
 PAGE = """<html><body><main>
 <div class="cell docutils container"><div class="cell_input"><pre>load("/work/x.npz")</pre></div>
 <div class="cell_output docutils container"><div class="output stream"><pre>{out}</pre></div></div></div>
