@@ -7,7 +7,7 @@ PROFILE ?= full
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env test unit notebooks book lint clean bench bench-robustness train classifiers edits students bench-distill
+.PHONY: help env test unit notebooks book lint clean bench bench-robustness train classifiers edits students robustness bench-distill
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ classifiers: env ## Train chapter 2's three classifiers of a dataset, in resumab
 
 students: env ## Train chapter 6's students in resumable pieces (DATASET=shapes|cifar10 METHOD=vanilla|dmdistill|cfgdistill|cadistill [SEEDS="0 1 2"] [MINUTES=150] [ARGS="--pairing matched"])
 	$(PY) -m paperlib.cadistill --dataset $(DATASET) --method $(METHOD) --seed $(or $(SEEDS),0 1 2) --profile full --threads 1 $(if $(MINUTES),--max-minutes $(MINUTES)) $(ARGS)
+
+robustness: env ## Chapter 7's evaluations of the trained students, published, in resumable pieces (DATASET=shapes|cifar10 [METHOD="vanilla cadistill"] [SEEDS="0 1 2"] [EVALS="attacks corruptions"] [MINUTES=150])
+	$(PY) -m paperlib.robustness --dataset $(DATASET) --profile full --threads 1 $(if $(METHOD),--method $(METHOD)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(EVALS),--eval $(EVALS)) $(if $(MINUTES),--max-minutes $(MINUTES))
 
 bench-distill: env ## Training images/s of each distillation method vs Vanilla, interleaved and repeated (BENCH_ARGS="--repeats 5")
 	$(PY) bench/cadistill_bench.py $(BENCH_ARGS)

@@ -394,27 +394,58 @@ def method_curves(summary: pd.DataFrame, x: str, panels: Mapping[str, str], xlab
     return fig
 
 
-def training_curves(curves: Mapping[str, Mapping[str, np.ndarray]], ylabel: str, percent: bool = False) -> Figure:
-    """Per-epoch curves, mean ± std over seeds: one panel per key of ``curves`` (e.g. a dataset), one line per
-    method (:data:`METHOD_COLORS`).
+def training_curves(curves: Mapping[str, Mapping[str, np.ndarray]], ylabel: str, percent: bool = False,
+                    x: Sequence[float] | None = None, xlabel: str = "epoch") -> Figure:
+    """Curves over epochs (or another axis), mean ± std over seeds: one panel per key of ``curves`` (e.g. a
+    dataset), one line per method (:data:`METHOD_COLORS`).
 
     Args:
-        curves: ``panel -> method -> [seeds, epochs]`` values (epochs 1..E on the x axis).
+        curves: ``panel -> method -> [seeds, points]`` values.
         ylabel: Axis label.
         percent: Show ``100 ×`` the values.
+        x: Positions of the points (default: epochs ``1..points``).
+        xlabel: Axis label.
     """
     fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 2.6), squeeze=False)
     for ax, (panel, lines) in zip(axes[0], curves.items()):
         for method, v in lines.items():
             v = _np(v).astype(float) * (100 if percent else 1)
-            x = np.arange(1, v.shape[1] + 1)
+            pos = np.arange(1, v.shape[1] + 1) if x is None else np.asarray(x, dtype=float)
             m, s = v.mean(0), v.std(0, ddof=1) if len(v) > 1 else np.zeros(v.shape[1])
-            ax.plot(x, m, lw=1.2, color=METHOD_COLORS.get(method), label=f"{method} ({len(v)})")
-            ax.fill_between(x, m - s, m + s, color=METHOD_COLORS.get(method), alpha=0.2, lw=0)
-        ax.set_xlabel("epoch")
+            ax.plot(pos, m, lw=1.2, color=METHOD_COLORS.get(method), label=f"{method} ({len(v)})",
+                    marker=None if x is None else "o", ms=3)
+            ax.fill_between(pos, m - s, m + s, color=METHOD_COLORS.get(method), alpha=0.2, lw=0)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(panel)
         ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def method_scatter(points: Mapping[str, pd.DataFrame], x: str, ys: Mapping[str, str], xlabel: str) -> Figure:
+    """One point per run (e.g. per student), coloured by method: a row of panels per key of ``points`` (e.g.
+    a dataset), a column per quantity of ``ys``.
+
+    Args:
+        points: ``key -> DataFrame`` indexed by ``(method, seed)`` with the column ``x`` and the ``ys`` columns.
+        x: Column on the horizontal axis.
+        ys: ``column -> axis label`` on the vertical axes (a column a frame lacks leaves its panel empty).
+        xlabel: Horizontal axis label.
+    """
+    fig, axes = plt.subplots(len(points), len(ys), figsize=(3.2 * len(ys), 2.7 * len(points)), squeeze=False)
+    for row, (key, frame) in zip(axes, points.items()):
+        for ax, (col, label) in zip(row, ys.items()):
+            ax.set_title(key)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(label)
+            if col not in frame.columns or x not in frame.columns:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                continue
+            for method, d in frame.groupby(level=0, sort=False):
+                ax.scatter(d[x], d[col], s=18, color=METHOD_COLORS.get(method), label=f"{method} ({len(d)})",
+                           edgecolors="white", linewidths=0.5)
+    axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
     return fig
 

@@ -26,8 +26,15 @@ changes what runs after it.
 
 :func:`evaluate` runs one evaluation of one student over a test split in resumable pieces and caches the
 per-sample predictions (a few bytes per image) as a format-2 artifact with the student's key, the model's
-fingerprint and the data's fingerprint; :func:`summarize` turns them into the table's accuracies. The CLI
-``python -m paperlib.robustness --student KEY --eval attacks`` does the same in the background.
+fingerprint and the data's fingerprint; :func:`summarize` turns them into the table's accuracies.
+
+Chapter 7 (:func:`book_robustness` onwards): every evaluation of :data:`BOOK_EVALUATIONS` for every student of
+:func:`paperlib.cadistill.book_students`, as a tidy frame; :func:`seed_table` (mean ± std over seeds of the
+columns of :data:`TABLES`), :func:`book_table` (ours beside the paper's Tables 1, 2 and 10), and the verdict
+of each claim of :data:`CLAIM_TESTS` by the book's significance rule (:func:`comparisons`: a gap counts only
+beyond two standard errors of the difference over seeds). ``python -m paperlib.robustness --dataset cifar10``
+(``make robustness``) runs the book's evaluations of the trained students in resumable background pieces;
+``--student KEY --eval attacks`` evaluates any one saved classifier or student.
 """
 
 from __future__ import annotations
@@ -40,8 +47,9 @@ import math
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -55,27 +63,57 @@ from paperlib.data import stratified_subset as _stratified
 from paperlib.progress import tqdm
 from paperlib.validate import check_int, check_labels, check_tensor, describe
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "BG_SPLITS",
+    "BOOK_EVALUATIONS",
+    "CLAIM_TESTS",
+    "COLUMN_LABELS",
+    "ClaimTest",
     "EPS8_ATTACKS",
     "EVALUATIONS",
     "EvaluationIncomplete",
     "Normalized",
+    "ORDER",
+    "OUTCOMES",
+    "PAPER_ATTACKS",
+    "PAPER_TABLE10_IMAGENET",
+    "PAPER_TABLE1_CIFAR10",
+    "PAPER_TABLE2_IMAGENET",
+    "PAPER_TABLES",
+    "PUBLIC_CONTEXT",
     "SQUARE_ATTACKS",
     "TABLE5_ATTACKS",
+    "TABLES",
     "WORST_CASE",
     "adversarial_background_fooled",
     "attack",
     "background_bank",
+    "book_robustness",
+    "book_table",
+    "cell_text",
+    "cell_texts",
+    "claim_checks",
+    "comparison_summary",
+    "comparison_verdict",
+    "comparisons",
+    "display_table",
     "evaluate",
     "evaluation_config",
+    "evaluation_hours",
     "evaluation_mode",
     "isolated_rng",
     "load_model",
     "make_attack",
+    "ordering_pairs",
     "predict_labels",
+    "seed_table",
+    "severity_curves",
+    "student_table",
     "summarize",
 ]
 
@@ -324,7 +362,8 @@ class EvaluationIncomplete(RuntimeError):
 
 
 def evaluation_config(evaluation: str, *, n: int | None | str = "default", seed: int = 0, batch_size: int = 100,
-                      chunk_size: int = 500, bank_size: int = 100) -> dict[str, Any]:
+                      chunk_size: int = 500, bank_size: int = 100, square_queries: int | None = None
+                      ) -> dict[str, Any]:
     """The full, JSON-able settings of one evaluation (part of the cache key).
 
     Args:
@@ -336,6 +375,8 @@ def evaluation_config(evaluation: str, *, n: int | None | str = "default", seed:
             part of the result).
         chunk_size: Images per cached piece (a multiple of ``batch_size``).
         bank_size: Backgrounds in the adversarial-background bank.
+        square_queries: Queries of the Square attacks (default: :data:`SQUARE_ATTACKS`' 1000; the smoke
+            profile shrinks it).
 
     Returns:
         ``{"evaluation", "n", "seed", "batch_size", "chunk_size", ...}`` with the attack specs, corruption list
@@ -355,6 +396,11 @@ def evaluation_config(evaluation: str, *, n: int | None | str = "default", seed:
                            "batch_size": batch_size, "chunk_size": chunk_size}
     if evaluation in _ATTACK_SETS:
         cfg["attacks"] = {k: dict(v) for k, v in _ATTACK_SETS[evaluation].items()}
+    if square_queries is not None:
+        if evaluation != "square":
+            raise ValueError(f"square_queries is a setting of the square evaluation, not of {evaluation!r}")
+        for spec in cfg["attacks"].values():
+            spec["n_queries"] = check_int("square_queries", square_queries, 1)
     if evaluation == "corruptions":
         cfg["corruptions"] = list(CORRUPTIONS)
         cfg["severities"] = list(SEVERITIES)
@@ -446,6 +492,7 @@ def evaluate(
     publish: bool = False,
     max_minutes: float | None = None,
     progress: bool = True,
+    how: str = "",
     **config: Any,
 ) -> tuple[dict[str, Tensor], dict]:
     """Run (or load) one evaluation of one student on the test split of ``data``.
@@ -464,15 +511,20 @@ def evaluate(
         publish: Save the final result into the committed ``artifacts/robustness/``.
         max_minutes: Stop (raising :class:`EvaluationIncomplete`) before a piece that starts later than this.
         progress: Show a tqdm bar.
+        how: The command that computes a published result, named by :class:`paperlib.cache.PendingRun` when
+            it is missing in a read-only run (``make book``).
         **config: Passed to :func:`evaluation_config` when ``evaluation`` is a name (``n``, ``seed``, ...).
 
     Returns:
         ``(tensors, manifest)``: ``index`` (positions in the test split), ``labels``, ``pred.<column>`` per
-        column (``uint8`` labels), and for corruptions ``pred.corruptions`` ``[15, 5, n]``, for the backgrounds
-        challenge ``adv_bg.n_fooled`` ``[n]`` and ``adv_bg.bank`` (background indices into the evaluated set).
+        column (``uint8`` labels), ``pieces.wall_time_s`` (seconds each piece took when it was computed, so
+        a resumed evaluation still adds up its whole cost), and for corruptions ``pred.corruptions``
+        ``[15, 5, n]``, for the backgrounds challenge ``adv_bg.n_fooled`` ``[n]`` and ``adv_bg.bank``
+        (background indices into the evaluated set).
 
     Raises:
         EvaluationIncomplete: ``max_minutes`` ran out; call again to resume.
+        paperlib.cache.PendingRun: ``publish`` in a read-only run and the result is not in ``artifacts/``.
     """
     if not isinstance(student, str) or not student:
         raise ValueError(f"student must be a non-empty key, got {describe(student)}")
@@ -498,7 +550,7 @@ def evaluate(
         if cfg["evaluation"] == "backgrounds":
             splits = backgrounds_challenge(shapes, _derive_seed(cfg["seed"], "splits"))
             bank = background_bank(shapes, min(cfg["bank_size"], len(shapes)), _derive_seed(cfg["seed"], "bank"))
-        pieces = []
+        pieces, seconds = [], []
         with evaluation_mode(model), tqdm(total=n_pieces * _tasks(cfg), disable=not progress, unit="task",
                                           desc=f"{cfg['evaluation']} {student}") as bar:
             for p in range(n_pieces):
@@ -515,19 +567,22 @@ def evaluate(
                         return _backgrounds_piece(model, cfg, splits, bank, rows, dtype, bar)
                     return _attack_piece(model, cfg, x8.float() / 255, y, rows.start, dtype, bar)
 
-                tensors, _ = load_or_compute(PIECE_STAGE, {**key_config, "piece": p}, piece, CACHE_VERSION,
-                                             verbose=False, provenance=provenance, hint=hint)
+                tensors, piece_manifest = load_or_compute(PIECE_STAGE, {**key_config, "piece": p}, piece,
+                                                          CACHE_VERSION, verbose=False, provenance=provenance,
+                                                          hint=hint)
                 pieces.append(tensors)
+                seconds.append(float(piece_manifest.get("wall_time_s", math.nan)))
                 bar.n = (p + 1) * _tasks(cfg)
                 bar.refresh()
         out = {k: torch.cat([t[k] for t in pieces], dim=-1) for k in pieces[0]}
         if bank is not None:
             out["adv_bg.bank"] = bank
+        out["pieces.wall_time_s"] = torch.tensor(seconds, dtype=torch.float64)
         return {"index": index, "labels": labels, **out}
 
     with torch.random.fork_rng():
         return load_or_compute(STAGE, key_config, compute, CACHE_VERSION, publish=publish, provenance=provenance,
-                               hint=hint)
+                               hint=hint, how=how)
 
 
 def summarize(tensors: Mapping[str, Tensor], manifest: Mapping[str, Any]) -> dict[str, float]:
@@ -569,6 +624,468 @@ def summarize(tensors: Mapping[str, Tensor], manifest: Mapping[str, Any]) -> dic
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The book's students, evaluated, and what chapter 7 reports
+# ----------------------------------------------------------------------------------------------------------
+
+BOOK_EVALUATIONS: dict[str, tuple[str, ...]] = {
+    "cifar10": ("attacks", "attacks_eps8", "square", "corruptions"),
+    "shapes": ("attacks", "attacks_eps8", "square", "corruptions", "backgrounds"),
+}
+"""What chapter 7 runs on every student of a dataset (the backgrounds challenge needs the shapes' masks)."""
+
+
+def book_robustness(
+    dataset: str,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    profile: str = "full",
+    evaluations: Sequence[str] | None = None,
+    *,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    students: Mapping[tuple[str, int], tuple[nn.Module, dict]] | None = None,
+    progress: bool = True,
+    max_minutes: float | None = None,
+    **overrides: Any,
+) -> pd.DataFrame:
+    """Every evaluation of every book student of ``dataset``, run (resumably) or loaded, and summarised.
+
+    The students are :func:`paperlib.cadistill.book_students`'; each evaluation is :func:`evaluate` on the test
+    split of the dataset's CDM data config (:func:`paperlib.train.cdm_recipe`), keyed by the student's artifact
+    key and published into ``artifacts/robustness/`` in the full profile. In a read-only run (``make book``) a
+    missing student or evaluation raises :class:`paperlib.cache.PendingRun`, naming the command that makes it
+    (``make students``, ``make robustness``).
+
+    Args:
+        dataset: Dataset name.
+        methods: :data:`paperlib.cadistill.METHODS` names.
+        seeds: Training seeds.
+        profile: ``"full"`` or ``"smoke"``.
+        evaluations: :data:`EVALUATIONS` names (default: :data:`BOOK_EVALUATIONS` of ``dataset``).
+        settings: Per evaluation, keyword settings of :func:`evaluation_config` (``n``, ``batch_size``, ...);
+            absent ones are the book's defaults (the smoke profile shrinks ``n``); settings of evaluations
+            not run are ignored (one dict serves both datasets).
+        students: ``{(method, seed): (model, manifest)}`` already loaded (default: :func:`book_students`).
+        progress: tqdm bars.
+        max_minutes: Budget of the whole call; :class:`EvaluationIncomplete` when it runs out (the finished
+            pieces are kept: call again to resume).
+        **overrides: Student recipe fields, passed to :func:`book_students`.
+
+    Returns:
+        A tidy frame, one row per ``(student, evaluation, metric)``: ``dataset``, ``method``, ``seed``,
+        ``student`` (artifact key), ``evaluation``, ``metric``, ``value`` (a fraction, from :func:`summarize`),
+        ``n`` (images evaluated) and ``wall_time_s`` (the evaluation's compute time over all its pieces). The
+        row ``evaluation="training"``, ``metric="test_accuracy"`` is the student's clean accuracy on the whole
+        test split (from its manifest).
+    """
+    import pandas as pd
+
+    from paperlib.cadistill import book_students
+    from paperlib.train import cdm_recipe
+
+    evaluations = tuple(BOOK_EVALUATIONS.get(dataset, ()) if evaluations is None else evaluations)
+    if not evaluations or any(e not in EVALUATIONS for e in evaluations):
+        raise ValueError(f"evaluations must be a non-empty list drawn from {EVALUATIONS}, got {evaluations!r}")
+    settings = dict(settings or {})
+    if set(settings) - set(EVALUATIONS):
+        raise ValueError(f"settings must be keyed by evaluations {EVALUATIONS}, got {sorted(settings)}")
+    if students is None:
+        students = book_students(dataset, methods, seeds, profile, progress=progress, **overrides)
+    missing = [(m, s) for m in methods for s in seeds if (m, s) not in students]
+    if missing:
+        raise ValueError(f"no student for {missing} among the {len(students)} given")
+    data = cdm_recipe(dataset, profile).data
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    rows = []
+    for method in methods:
+        for seed in seeds:
+            model, manifest = students[(method, seed)]
+            base = {"dataset": dataset, "method": method, "seed": seed, "student": manifest["key"]}
+            rows.append({**base, "evaluation": "training", "metric": "test_accuracy",
+                         "value": manifest["test_accuracy"], "n": manifest.get("test_n"),
+                         "wall_time_s": manifest.get("wall_time_s")})
+            for ev in evaluations:
+                left = None if deadline is None else (deadline - time.monotonic()) / 60
+                how = f"make robustness DATASET={dataset} METHOD={method} SEEDS={seed} EVALS={ev}"
+                tensors, man = evaluate(model, manifest["key"], data, ev, publish=profile == "full",
+                                        max_minutes=left, progress=progress, how=how, **settings.get(ev, {}))
+                wall = (tensors["pieces.wall_time_s"].sum().item() if "pieces.wall_time_s" in tensors
+                        else man.get("wall_time_s"))
+                rows += [{**base, "evaluation": ev, "metric": metric, "value": value, "n": len(tensors["labels"]),
+                          "wall_time_s": wall} for metric, value in summarize(tensors, man).items()]
+    return pd.DataFrame(rows)
+
+
+def evaluation_hours(summaries: pd.DataFrame) -> pd.DataFrame:
+    """What the evaluations cost: per dataset and evaluation, the students, images per student and the
+    single-process compute hours summed over students (``wall_time_s`` of :func:`book_robustness`)."""
+    import pandas as pd
+
+    runs = summaries[summaries.evaluation != "training"].drop_duplicates(["dataset", "student", "evaluation"])
+    if runs.empty:
+        return pd.DataFrame(columns=["students", "images", "hours"])
+    g = runs.groupby(["dataset", "evaluation"], sort=False)
+    return pd.DataFrame({"students": g["student"].nunique(), "images": g["n"].max(),
+                         "hours": g["wall_time_s"].sum() / 3600})
+
+
+COLUMN_LABELS: dict[str, str] = {
+    "test_accuracy": "Clean (test set)", "clean": "Clean", "pgd": "PGD", "pgd_alpha_eps_over_4": "PGD (α = ε/4)",
+    "cw": "CW", "apgd_dlr": "APGD-DLR", "apgd_ce": "APGD-CE", "worst": "worst case", "corruption": "Corruption",
+    "original": "Original", "only_fg": "Only-FG", "mixed_same": "Mixed-Same", "mixed_rand": "Mixed-Rand",
+    "mixed_next": "Mixed-Next", "bg_gap": "BG-gap", "adversarial_bg": "adversarial bg",
+    "square": "Square (ε = 2/255)", "square_eps8": "Square (ε = 8/255)",
+}
+"""Column headers of chapter 7's tables, by column id."""
+
+TABLES: dict[str, dict[str, tuple[str, str]]] = {
+    "table1": {"clean": ("attacks", "clean"), "pgd": ("attacks", "pgd"),
+               "pgd_alpha_eps_over_4": ("attacks", "pgd_alpha_eps_over_4"), "cw": ("attacks", "cw"),
+               "apgd_dlr": ("attacks", "apgd_dlr"), "apgd_ce": ("attacks", "apgd_ce"), "worst": ("attacks", "worst"),
+               "corruption": ("corruptions", "mean")},
+    "eps8": {"clean": ("attacks_eps8", "clean"), "pgd": ("attacks_eps8", "pgd"),
+             "pgd_alpha_eps_over_4": ("attacks_eps8", "pgd_alpha_eps_over_4"),
+             "apgd_dlr": ("attacks_eps8", "apgd_dlr"), "apgd_ce": ("attacks_eps8", "apgd_ce"),
+             "worst": ("attacks_eps8", "worst")},
+    "table2": {name: ("backgrounds", name) for name in (*BG_SPLITS, "bg_gap", "adversarial_bg")},
+    "square": {"clean": ("square", "clean"), "square": ("square", "square"), "square_eps8": ("square", "square_eps8")},
+    "per_student": {"test_accuracy": ("training", "test_accuracy"), "worst": ("attacks", "worst"),
+                    "corruption": ("corruptions", "mean")},
+}
+"""Chapter 7's tables: ``table id -> column id -> (evaluation, metric of summarize)``. ``table1``: the paper's
+Table 1 (CIFAR-10 columns) plus PGD at α = ε/4 and the per-sample worst case of the four attacks; ``eps8``: the
+white-box attacks at ε = 8/255 (worst case of the three with an ε); ``table2``: the Backgrounds Challenge
+(Table 2); ``square``: the black-box attack (Table 10); ``per_student``: the scatter of robustness against
+clean accuracy."""
+
+PAPER_TABLE1_CIFAR10: dict[str, dict[str, float]] = {
+    "vanilla": {"clean": 92.4, "pgd": 33.4, "cw": 20.9, "apgd_dlr": 34.2, "apgd_ce": 32.0, "corruption": 76.1},
+    "dmdistill": {"clean": 92.9, "pgd": 41.3, "cw": 32.8, "apgd_dlr": 38.7, "apgd_ce": 36.0, "corruption": 76.7},
+    "cfgdistill": {"clean": 92.9, "pgd": 43.7, "cw": 37.3, "apgd_dlr": 40.9, "apgd_ce": 39.0, "corruption": 76.6},
+    "cadistill": {"clean": 93.1, "pgd": 47.9, "cw": 43.1, "apgd_dlr": 44.1, "apgd_ce": 43.3, "corruption": 77.7},
+}
+"""The paper's Table 1, CIFAR-10 (ResNet-18, one run each; %; corruption = CIFAR-10-C), spec §10."""
+
+_TABLE2 = {"vanilla": (96.0, 88.0, 81.1, 87.6), "dmdistill": (96.3, 88.0, 80.6, 84.5),
+           "cfgdistill": (96.3, 89.0, 82.6, 87.8), "cadistill": (96.3, 89.0, 83.6, 88.5)}
+PAPER_TABLE2_IMAGENET: dict[str, dict[str, float]] = {
+    m: {"original": o, "mixed_same": s, "mixed_rand": r, "only_fg": f, "bg_gap": round(s - r, 1)}
+    for m, (o, s, r, f) in _TABLE2.items()}
+"""The paper's Table 2, Backgrounds Challenge on ImageNet-9 (ResNet-50; %): Original, BG-Same (Mixed-Same),
+BG-Rand (Mixed-Rand), Only-FG; the BG-gap (Mixed-Same − Mixed-Rand, points) is computed from them."""
+
+PAPER_TABLE10_IMAGENET: dict[str, dict[str, float]] = {
+    "vanilla": {"clean": 75.9, "square": 23.5}, "dmdistill": {"clean": 75.7, "square": 22.9},
+    "cfgdistill": {"clean": 75.7, "square": 23.3}, "cadistill": {"clean": 75.9, "square": 25.6}}
+"""The paper's Table 10, Square on ImageNet (ResNet-50, 2000 images, 1000 queries, ε lost; %)."""
+
+PUBLIC_CONTEXT: dict[str, dict[str, float]] = {
+    "in9_resnet50": {"original": 95.6, "mixed_same": 86.2, "mixed_rand": 78.9, "bg_gap": 7.3},
+    "cifar10c_wrn28_10": {"corruption": 73.0},
+}
+"""Quoted context from public sources (%), not measured here: a standard ResNet-50 on ImageNet-9 (Xiao et al.
+2021, "Noise or Signal"), and a standard WRN-28-10 averaged over CIFAR-10-C ("about 73%", RobustBench's
+corruption leaderboard)."""
+
+
+def _method_order(methods) -> list[str]:
+    from paperlib.cadistill import METHODS
+
+    known = [m for m in METHODS if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
+def student_table(summaries: pd.DataFrame, columns: str | Mapping[str, tuple[str, str]]) -> pd.DataFrame:
+    """One row per student, one column per column id, in percent (points for the BG-gap).
+
+    Args:
+        summaries: :func:`book_robustness` rows of one dataset.
+        columns: A key of :data:`TABLES`, or ``column id -> (evaluation, metric)``; a column whose evaluation
+            was not run is left out.
+
+    Returns:
+        DataFrame indexed by ``(method, seed)`` (methods in :data:`paperlib.cadistill.METHODS` order).
+    """
+    import pandas as pd
+
+    cols = TABLES[columns] if isinstance(columns, str) else columns
+    if summaries["dataset"].nunique() > 1:
+        raise ValueError(f"summaries hold several datasets {sorted(summaries['dataset'].unique())}; pass one")
+    out = {}
+    for cid, (ev, metric) in cols.items():
+        sel = summaries[(summaries.evaluation == ev) & (summaries.metric == metric)]
+        if len(sel):
+            out[cid] = 100 * sel.set_index(["method", "seed"])["value"].astype(float)
+    frame = pd.DataFrame(out)
+    if frame.empty:
+        return frame
+    order = {m: i for i, m in enumerate(_method_order(frame.index.get_level_values("method")))}
+    return frame.loc[sorted(frame.index, key=lambda ms: (order[ms[0]], ms[1]))]
+
+
+def seed_table(summaries: pd.DataFrame, columns: str | Mapping[str, tuple[str, str]]) -> pd.DataFrame:
+    """Mean, sample standard deviation and number of seeds per method of every column of
+    :func:`student_table` (in percent).
+
+    Returns:
+        DataFrame indexed by method, columns ``(column id, "mean" | "std" | "seeds")`` (``std`` NaN for one seed).
+    """
+    import pandas as pd
+
+    per = student_table(summaries, columns)
+    if per.empty:
+        return pd.DataFrame()
+    g = per.groupby(level="method", sort=False)
+    stats = {"mean": g.mean(), "std": g.std(ddof=1), "seeds": g.count()}
+    table = pd.concat({(c, s): stats[s][c] for c in per.columns for s in stats}, axis=1)
+    table.index.name = "method"
+    return table
+
+
+def cell_text(table: pd.DataFrame, method: str, column: str, digits: int = 1) -> str:
+    """``"47.9 ± 1.2"`` (mean ± sample std over seeds) of one cell of :func:`seed_table`; ``"47.9 (1 seed)"``
+    without a spread; ``"—"`` where nothing was measured."""
+    mean, std = table.loc[method, (column, "mean")], table.loc[method, (column, "std")]
+    if not np.isfinite(mean):
+        return "—"
+    return f"{mean:.{digits}f} (1 seed)" if not np.isfinite(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def cell_texts(table: pd.DataFrame, digits: int = 1) -> dict[tuple[str, str], str]:
+    """:func:`cell_text` of every ``(method, column id)`` of a :func:`seed_table` (to glue into prose)."""
+    ids = dict.fromkeys(table.columns.get_level_values(0)) if len(table.columns) else {}
+    return {(m, c): cell_text(table, m, c, digits) for m in table.index for c in ids}
+
+
+def display_table(table: pd.DataFrame, paper: Mapping[str, Mapping[str, float]] | None = None,
+                  paper_label: str = "paper") -> pd.DataFrame:
+    """:func:`seed_table` as the book shows it: per column ``ours`` (mean ± std, %) and, where the paper has a
+    value, the paper's beside it under ``paper_label``; a first column with the number of seeds.
+
+    Args:
+        table: :func:`seed_table`.
+        paper: ``method -> column id -> %`` (e.g. :data:`PAPER_TABLE1_CIFAR10`).
+        paper_label: Sub-header of the paper's columns (say which paper table, model and dataset).
+
+    Returns:
+        DataFrame of strings indexed by method, columns ``(header, "ours" | paper_label)``.
+    """
+    import pandas as pd
+
+    paper = paper or {}
+    ids = list(dict.fromkeys(table.columns.get_level_values(0)))
+    cols: dict[tuple[str, str], list] = {("seeds", ""): [int(table.loc[m, [(c, "seeds") for c in ids]].min())
+                                                         for m in table.index]}
+    for cid in ids:
+        label = COLUMN_LABELS.get(cid, cid)
+        cols[(label, "ours")] = [cell_text(table, m, cid) for m in table.index]
+        if any(cid in paper.get(m, {}) for m in table.index):
+            cols[(label, paper_label)] = [f"{paper[m][cid]:.1f}" if cid in paper.get(m, {}) else "—"
+                                          for m in table.index]
+    out = pd.DataFrame(cols, index=table.index)
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    return out
+
+
+PAPER_TABLES: dict[str, tuple[str, Mapping[str, Mapping[str, float]], str]] = {
+    "table1": ("cifar10", PAPER_TABLE1_CIFAR10, "paper: CIFAR-10, ResNet-18"),
+    "table2": ("shapes", PAPER_TABLE2_IMAGENET, "paper: ImageNet-9, ResNet-50"),
+    "square": ("cifar10", PAPER_TABLE10_IMAGENET, "paper: ImageNet, ResNet-50"),
+}
+"""Which of our datasets each paper table is shown beside: ``table id -> (dataset, numbers, label)``."""
+
+
+def book_table(tables: Mapping[str, Mapping[str, pd.DataFrame]], table: str) -> pd.DataFrame:
+    """One of chapter 7's tables over the datasets: :func:`display_table` rows ``(dataset, method)``, the
+    paper's numbers beside ours on the dataset :data:`PAPER_TABLES` names ("—" elsewhere).
+
+    Args:
+        tables: ``dataset -> table id -> seed_table``.
+        table: A key of :data:`TABLES`.
+    """
+    import pandas as pd
+
+    ds_paper, paper, label = PAPER_TABLES.get(table, ("", None, ""))
+    parts = {ds: display_table(per[table], paper if ds == ds_paper else None, label)
+             for ds, per in tables.items() if table in per and not per[table].empty}
+    if not parts:
+        return pd.DataFrame({"not run": []})
+    widest_first = sorted(parts.values(), key=lambda d: -len(d.columns))
+    order = list(dict.fromkeys(c for d in widest_first for c in d.columns))  # the paper's beside ours
+    return pd.concat(parts, names=["dataset", "method"])[order].fillna("—")
+
+
+# Claims and their verdicts ---------------------------------------------------------------------------------
+
+ORDER: tuple[str, ...] = ("cadistill", "cfgdistill", "dmdistill", "vanilla")
+"""The paper's ranking under attack (Table 1): CaDistill > CFGDistill > DMDistill > Vanilla."""
+
+PAPER_ATTACKS: tuple[str, ...] = ("pgd", "cw", "apgd_dlr", "apgd_ce")
+"""The four attack columns of the paper's Table 1."""
+
+OUTCOMES: tuple[str, ...] = ("as claimed", "within noise", "reversed", "one seed")
+"""What one comparison of two methods can show (see :func:`comparisons`)."""
+
+_COMPARISON_COLUMNS = ("column", "comparison", "gap", "two_se", "outcome")
+
+
+def ordering_pairs(order: Sequence[str] = ORDER) -> tuple[tuple[str, str], ...]:
+    """The adjacent pairs of a ranking: ``(a, b), (b, c), ...`` (each claimed better than the next)."""
+    if len(order) < 2:
+        raise ValueError(f"a ranking needs at least two methods, got {order!r}")
+    return tuple(zip(order[:-1], order[1:]))
+
+
+def comparisons(table: pd.DataFrame, pairs: Sequence[tuple[str, str]], columns: Sequence[str],
+                higher_is_better: bool = True) -> pd.DataFrame:
+    """Each claimed ``a`` better than ``b`` in each column, decided by the book's significance rule.
+
+    The rule: the gap ``mean_a − mean_b`` (sign flipped when lower is better, e.g. the BG-gap) counts only
+    beyond two standard errors of the difference over seeds, ``2 sqrt(s_a²/n_a + s_b²/n_b)``
+    (:func:`paperlib.metrics.two_standard_errors`, sample standard deviations ``s`` of ``n`` seeds):
+    ``"as claimed"`` above it, ``"reversed"`` below minus it, ``"within noise"`` between; ``"one seed"`` when a
+    method has fewer than two seeds (no error bar).
+
+    Args:
+        table: :func:`seed_table`.
+        pairs: ``(a, b)`` method pairs, ``a`` claimed better.
+        columns: Column ids of ``table``.
+        higher_is_better: ``False`` for columns where smaller is better.
+
+    Returns:
+        One row per ``(column, pair)``: ``column``, ``comparison`` (``"cadistill > vanilla"``), ``gap`` (points,
+        positive in the claimed direction), ``two_se`` and ``outcome`` (one of :data:`OUTCOMES`).
+
+    Raises:
+        ValueError: for a column or method not in ``table``.
+    """
+    import pandas as pd
+
+    from paperlib.metrics import two_standard_errors
+
+    rows = []
+    for col in columns:
+        if (col, "mean") not in table.columns:
+            raise ValueError(f"no column {col!r} in the table (has {sorted(set(table.columns.get_level_values(0)))})")
+        for a, b in pairs:
+            if a not in table.index or b not in table.index:
+                raise ValueError(f"methods {a!r} and {b!r} must both be in the table (has {list(table.index)})")
+            ra, rb = table.loc[a, col], table.loc[b, col]
+            gap = (1 if higher_is_better else -1) * (ra["mean"] - rb["mean"])
+            if ra["seeds"] < 2 or rb["seeds"] < 2:
+                noise, outcome = math.nan, "one seed"
+            else:
+                noise = two_standard_errors(ra["std"] / ra["seeds"] ** 0.5, rb["std"] / rb["seeds"] ** 0.5)
+                outcome = "as claimed" if gap > noise else "reversed" if gap < -noise else "within noise"
+            rows.append({"column": col, "comparison": f"{a} {'>' if higher_is_better else '<'} {b}", "gap": gap,
+                         "two_se": noise, "outcome": outcome})
+    return pd.DataFrame(rows, columns=list(_COMPARISON_COLUMNS))
+
+
+def comparison_verdict(comps: pd.DataFrame) -> str:
+    """The verdict of a claim from its :func:`comparisons`: ``"holds"`` if every comparison comes out as
+    claimed, ``"does not"`` if none does, ``"partly"`` in between (:func:`paperlib.claims.share_verdict`);
+    ``"cannot tell"`` if any lacks an error bar, ``"not yet run"`` with none."""
+    from paperlib.claims import share_verdict
+
+    if len(comps) == 0:
+        return "not yet run"
+    if (comps["outcome"] == "one seed").any():
+        return "cannot tell"
+    return share_verdict(int((comps["outcome"] == "as claimed").sum()), len(comps))
+
+
+def comparison_summary(comps: pd.DataFrame) -> str:
+    """``"3 of 4 comparisons as claimed beyond two standard errors (1 within noise)"``."""
+    n = len(comps)
+    if n == 0:
+        return "not run"
+    if (comps["outcome"] == "one seed").any():
+        return f"{n} comparison{'s' * (n > 1)} without error bars (fewer than two seeds)"
+    k = int((comps["outcome"] == "as claimed").sum())
+    rest = [f"{c} {o}" for o in ("within noise", "reversed") if (c := int((comps["outcome"] == o).sum()))]
+    return (f"{k} of {n} comparison{'s' * (n > 1)} as claimed beyond two standard errors"
+            + (f" ({', '.join(rest)})" if rest else ""))
+
+
+@dataclass(frozen=True)
+class ClaimTest:
+    """How chapter 7 decides one claim of :data:`paperlib.claims.CLAIMS` with :func:`comparisons`.
+
+    Attributes:
+        dataset: Whose tables.
+        table: A key of :data:`TABLES`.
+        columns: Column ids compared.
+        pairs: ``(a, b)``: ``a`` claimed better than ``b``.
+        higher_is_better: ``False`` for the BG-gap.
+    """
+
+    dataset: str
+    table: str
+    columns: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]
+    higher_is_better: bool = True
+
+
+_OVER_BASELINES = (("cadistill", "vanilla"), ("cadistill", "dmdistill"), ("cadistill", "cfgdistill"))
+CLAIM_TESTS: dict[str, ClaimTest] = {
+    "cadistill_robust_cifar10": ClaimTest("cifar10", "table1", PAPER_ATTACKS, _OVER_BASELINES),
+    "cadistill_ordering_attacks_cifar10": ClaimTest("cifar10", "table1", PAPER_ATTACKS, ordering_pairs()),
+    "cadistill_tenth_cifar10": ClaimTest("cifar10", "table1", PAPER_ATTACKS, (("cadistill", "dmdistill"),)),
+    "cadistill_corruption_cifar10": ClaimTest("cifar10", "table1", ("corruption",), (("cadistill", "vanilla"),)),
+    "cadistill_ordering_corruption_cifar10": ClaimTest("cifar10", "table1", ("corruption",), ordering_pairs()),
+    "cadistill_bg_gap_shapes": ClaimTest("shapes", "table2", ("bg_gap",), (("cadistill", "vanilla"),), False),
+    "cadistill_square_cifar10": ClaimTest("cifar10", "square", ("square",), (("cadistill", "vanilla"),)),
+}
+"""Chapter 7's claims (ids of :data:`paperlib.claims.CLAIMS`) and the comparisons that decide them."""
+
+
+def claim_checks(tables: Mapping[str, Mapping[str, pd.DataFrame]],
+                 tests: Mapping[str, ClaimTest] | None = None) -> tuple[dict[str, str], pd.DataFrame]:
+    """The verdict of every claim of ``tests`` and every comparison behind them.
+
+    Args:
+        tables: ``dataset -> table id -> seed_table``.
+        tests: ``claim id -> ClaimTest`` (default :data:`CLAIM_TESTS`).
+
+    Returns:
+        ``(verdicts, checked)``: ``claim id -> verdict`` (:func:`comparison_verdict`; ``"not yet run"`` where
+        the dataset, a column or a method is missing) and the :func:`comparisons` of all claims with columns
+        ``claim`` and ``dataset`` added.
+    """
+    import pandas as pd
+
+    tests = CLAIM_TESTS if tests is None else tests
+    verdicts, frames = {}, []
+    for cid, t in tests.items():
+        table = tables.get(t.dataset, {}).get(t.table)
+        if (table is None or table.empty or any((c, "mean") not in table.columns for c in t.columns)
+                or any(m not in table.index for pair in t.pairs for m in pair)):
+            verdicts[cid] = "not yet run"
+            continue
+        comps = comparisons(table, t.pairs, t.columns, t.higher_is_better)
+        verdicts[cid] = comparison_verdict(comps)
+        frames.append(comps.assign(claim=cid, dataset=t.dataset))
+    columns = ["claim", "dataset", *_COMPARISON_COLUMNS]
+    checked = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return verdicts, checked
+
+
+def severity_curves(summaries: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Accuracy under corruption by severity: ``method -> [seeds, 1 + severities]`` fractions, column 0 the
+    clean accuracy of the evaluated images, column ``s`` the mean over the corruptions at severity ``s``."""
+    sel = summaries[summaries.evaluation == "corruptions"]
+    out = {}
+    for method in _method_order(sel["method"].unique()):
+        runs = []
+        for _, d in sel[sel.method == method].groupby("seed"):
+            v = d.set_index("metric")["value"]
+            per = [v[[m for m in v.index if m.endswith(f"/{s}")]].mean() for s in SEVERITIES]
+            runs.append([v["clean"], *per])
+        out[method] = np.asarray(runs, dtype=float)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Loading a student, and the CLI
 # ----------------------------------------------------------------------------------------------------------
 
@@ -576,8 +1093,8 @@ def summarize(tensors: Mapping[str, Tensor], manifest: Mapping[str, Any]) -> dic
 def load_model(key: str) -> tuple[nn.Module, dict]:
     """The classifier saved under artifact ``key`` (committed artifacts first, then the scratch cache).
 
-    Today it loads chapter 2's classifiers (stage ``classifier``); the students of the distillation chapter
-    plug in here, by their stage, when their artifact format is fixed.
+    Chapter 2's classifiers (stage ``classifier``) and chapter 6's students (stage ``student``,
+    :func:`paperlib.cadistill.load_student`, which checks the artifact's key and tensors).
 
     Returns:
         ``(model in eval mode, manifest)``.
@@ -601,40 +1118,105 @@ def load_model(key: str) -> tuple[nn.Module, dict]:
         names = {f.name for f in fields(ClassifierConfig)}
         cfg = ClassifierConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in conf.items() if k in names})
         return _load_classifier(path, cfg, conf["num_classes"], conf["image_size"], manifest["data"])
+    if stage == "student":
+        from paperlib.cadistill import load_student
+
+        return load_student(path)
     raise ValueError(f"{path}: no loader for artifacts of stage {stage!r} yet (add one to load_model)")
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m paperlib.robustness``: evaluate the book's trained students of one dataset (``make
+    robustness``: every evaluation of :data:`BOOK_EVALUATIONS`, published, in resumable pieces), or with
+    ``--student KEY`` any one saved classifier or student."""
+    from paperlib.cadistill import METHODS
     from paperlib.train import cdm_recipe
 
-    ap = argparse.ArgumentParser(prog="python -m paperlib.robustness", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--student", required=True, help="artifact key of the model to evaluate")
-    ap.add_argument("--eval", required=True, choices=EVALUATIONS, dest="evaluation")
+    ap = argparse.ArgumentParser(prog="python -m paperlib.robustness", description=main.__doc__)
+    ap.add_argument("--student", default=None, help="artifact key of one model (default: the book's students)")
+    ap.add_argument("--eval", nargs="+", choices=EVALUATIONS, dest="evaluations", default=None,
+                    help="evaluations (book mode default: BOOK_EVALUATIONS of the dataset; one with --student)")
     ap.add_argument("--dataset", default="cifar10", choices=("shapes", "cifar10"))
     ap.add_argument("--profile", default="full", choices=("smoke", "full"), help="dataset config of the profile")
-    ap.add_argument("--n", type=int, default=None, help=f"test images (default per evaluation: {DEFAULT_N})")
-    ap.add_argument("--all", action="store_true", help="the whole test split")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--chunk-size", type=int, default=500)
-    ap.add_argument("--max-minutes", type=float, default=None)
+    ap.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS), help="book mode: methods")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="book mode: training seeds")
+    ap.add_argument("--n", type=int, default=None, help=f"--student: test images (default per evaluation: {DEFAULT_N})")
+    ap.add_argument("--all", action="store_true", help="--student: the whole test split")
+    ap.add_argument("--seed", type=int, default=0, help="--student: evaluation seed")
+    ap.add_argument("--batch-size", type=int, default=100, help="--student: images per attack batch")
+    ap.add_argument("--chunk-size", type=int, default=500, help="--student: images per cached piece")
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop before a piece after this long")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--publish", action="store_true", help="save into the committed artifacts/")
+    ap.add_argument("--publish", action="store_true", help="--student: save into the committed artifacts/")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
+    if args.student is None:
+        _book_main(args)
+        return
+    if not args.evaluations or len(args.evaluations) != 1:
+        ap.error("--student takes exactly one --eval")
+    evaluation = args.evaluations[0]
     model, _ = load_model(args.student)
     data = cdm_recipe(args.dataset, args.profile).data
     n = None if args.all else (args.n if args.n is not None else "default")
     try:
-        tensors, manifest = evaluate(model, args.student, data, args.evaluation, n=n, seed=args.seed,
+        tensors, manifest = evaluate(model, args.student, data, evaluation, n=n, seed=args.seed,
                                      batch_size=args.batch_size, chunk_size=args.chunk_size, publish=args.publish,
                                      max_minutes=args.max_minutes)
     except EvaluationIncomplete as exc:
         print(f"not done: {exc}")
         return
-    print(json.dumps({"student": args.student, "evaluation": args.evaluation, "n": len(tensors["labels"]),
+    print(json.dumps({"student": args.student, "evaluation": evaluation, "n": len(tensors["labels"]),
                       "wall_time_s": manifest.get("wall_time_s"), **summarize(tensors, manifest)}, indent=2))
+    print("done")
+
+
+@contextlib.contextmanager
+def _read_only() -> Iterator[None]:
+    """Published results are read, never computed, inside the block (:data:`paperlib.cache.READ_ONLY_ENV`)."""
+    import os
+
+    from paperlib.cache import READ_ONLY_ENV
+
+    old = os.environ.get(READ_ONLY_ENV)
+    os.environ[READ_ONLY_ENV] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(READ_ONLY_ENV, None)
+        else:
+            os.environ[READ_ONLY_ENV] = old
+
+
+def _book_main(args: argparse.Namespace) -> None:
+    """The book's evaluations of trained students (never trains one: ``make students`` does)."""
+    from paperlib.cache import ComputeIncomplete, PendingRun
+    from paperlib.cadistill import book_students
+
+    print(f"{args.dataset}: robustness of the {args.method} students, seeds {args.seeds}, evaluations "
+          f"{args.evaluations or BOOK_EVALUATIONS[args.dataset]}, threads {torch.get_num_threads()}", flush=True)
+    try:
+        with _read_only():
+            students = book_students(args.dataset, args.method, args.seeds, args.profile, progress=False)
+    except (PendingRun, ComputeIncomplete) as exc:
+        print(f"not trained yet: {exc}")
+        return
+    try:
+        frame = book_robustness(args.dataset, args.method, args.seeds, args.profile, args.evaluations,
+                                students=students, max_minutes=args.max_minutes)
+    except EvaluationIncomplete as exc:
+        print(f"paused: {exc}")
+        return
+    except KeyboardInterrupt:
+        print("interrupted: the finished pieces are cached; run the same command again to resume", flush=True)
+        raise SystemExit(130) from None
+    for tid in ("table1", "square", "table2"):
+        table = seed_table(frame, tid)
+        if not table.empty:
+            print(display_table(table).to_string())
+    print(evaluation_hours(frame).round(2).to_string())
     print("done")
 
 

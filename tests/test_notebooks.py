@@ -124,6 +124,28 @@ def test_cadistill_notebook_smoke():
     assert "standard errors" in g["verdict_matched"] or "one seed" in g["verdict_matched"]
 
 
+def test_robustness_notebook_smoke():
+    from paperlib.robustness import CLAIM_TESTS
+
+    g = _run("07_robustness")  # evaluates chapter 6's smoke students (run just before, in file order)
+    for name in ["table_cost", "table1", "fig_severity", "table2", "table_square", "table_eps8", "fig_scatter",
+                 "table_checks", "answer"]:
+        assert name in g, name
+    settings = profile_parameters("smoke", "07_robustness")["SETTINGS"]
+    for ds in DATASETS:
+        assert int(g[f"n_attacks_{ds}"]) == settings["attacks"]["n"]
+        assert int(g[f"n_square_{ds}"]) == settings["square"]["n"]
+        for method in ("vanilla", "dmdistill", "cfgdistill", "cadistill"):
+            for col in ("clean", "pgd", "cw", "worst", "corruption"):
+                assert 0 <= _mean(g[f"table1_{ds}_{method}_{col}"]) <= 100, (ds, method, col)
+            assert _mean(g[f"table1_{ds}_{method}_worst"]) <= _mean(g[f"table1_{ds}_{method}_pgd"])
+    assert -100 <= _mean(g["table2_shapes_cadistill_bg_gap"]) <= 100
+    assert int(g["square_queries"]) == settings["square"]["square_queries"]
+    for cid in CLAIM_TESTS:
+        assert g[f"claim_{cid}"] in ("holds", "partly", "does not", "cannot tell"), cid
+        assert "comparison" in g[f"checked_{cid}"], cid
+    assert g["answer"].startswith("**Are students taught")
+
 def test_results_page_smoke():
     """Runs after the chapters (file order): every claim of an executed chapter has its verdict and the
     values its ``ours`` template names; the chapters' opening answers are glued."""

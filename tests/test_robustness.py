@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torchattacks
@@ -197,7 +198,9 @@ def test_evaluation_is_resumable_and_independent_of_the_pieces(monkeypatch) -> N
     cfg["chunk_size"] = 80
     whole, _ = R.evaluate(model, "s1", SHAPES, cfg, progress=False)
     for k in tensors:
-        assert torch.equal(tensors[k], whole[k]), k
+        if k != "pieces.wall_time_s":  # two pieces' times against one
+            assert torch.equal(tensors[k], whole[k]), k
+    assert len(tensors["pieces.wall_time_s"]) == 2 and len(whole["pieces.wall_time_s"]) == 1
     s = R.summarize(tensors, manifest)
     with torch.no_grad():
         y = tensors["labels"]
@@ -253,29 +256,42 @@ def test_evaluation_config_checks() -> None:
     assert json.loads(json.dumps(cfg)) == cfg
     with pytest.raises(ValueError, match="evaluation"):
         R.evaluation_config("fgsm")
+    short = R.evaluation_config("square", square_queries=20)["attacks"]
+    assert {s["n_queries"] for s in short.values()} == {20} and R.SQUARE_ATTACKS["square"]["n_queries"] == 1000
+    assert R.evaluation_config("square")["attacks"]["square"]["n_queries"] == 1000
+    with pytest.raises(ValueError, match="square_queries"):
+        R.evaluation_config("attacks", square_queries=20)
     with pytest.raises(ValueError, match="multiple"):
         R.evaluation_config("attacks", batch_size=30, chunk_size=50)
     with pytest.raises(ValueError, match="shapes"):
         R.evaluate(_tiny(), "s6", DatasetConfig("cifar10", size=32), "backgrounds", progress=False)
 
 
+def _saved_then_loaded(stage: str, key: str, model: nn.Module, config: dict) -> tuple[nn.Module, dict]:
+    """Save ``model`` as an artifact of ``stage`` in the scratch cache, load it with :func:`R.load_model` and
+    check that it computes the same logits."""
+    from paperlib.cache import save_artifact
+    from paperlib.paths import cache_dir
+
+    save_artifact(cache_dir() / stage / f"{key}.safetensors", {f"model.{k}": v for k, v in model.state_dict().items()},
+                  {"stage": stage, "key": key, "config": config, "data": "tiny"})
+    loaded, manifest = R.load_model(key)
+    x = torch.rand(2, 3, config["image_size"], config["image_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
+    return loaded, manifest
+
+
 def test_load_model_and_cli(capsys) -> None:
     from paperlib import classifiers
-    from paperlib.cache import config_key, save_artifact
-    from paperlib.paths import cache_dir
+    from paperlib.cache import config_key
 
     cfg = classifiers.ClassifierConfig(arch="resnet")
     config = {**cfg.to_dict(), "num_classes": 10, "image_size": 16, "n_images": 1, "data": "tiny"}
     key = config_key(config, classifiers.CACHE_VERSION)
     torch.manual_seed(0)
     model = classifiers.make_classifier("resnet", 10, 16)
-    save_artifact(cache_dir() / "classifier" / f"{key}.safetensors",
-                  {f"model.{k}": v for k, v in model.state_dict().items()},
-                  {"stage": "classifier", "key": key, "config": config, "data": "tiny"})
-    loaded, _ = R.load_model(key)
-    x = torch.rand(2, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model.eval()(x))
+    _saved_then_loaded("classifier", key, model, config)
     with pytest.raises(FileNotFoundError):
         R.load_model("0" * 16)
     R.main(["--student", key, "--eval", "backgrounds", "--dataset", "shapes", "--profile", "smoke", "--n", "40",
@@ -284,3 +300,240 @@ def test_load_model_and_cli(capsys) -> None:
     summary = json.loads(out[: out.rindex("}") + 1])
     assert summary["n"] == 40 and {"bg_gap", "adversarial_bg", "mixed_next"} <= set(summary)
     assert out.strip().endswith("done")
+
+
+def _student(key: str, image_size: int = 16):
+    from paperlib.students import StudentConfig, make_student
+
+    model = make_student(StudentConfig(blocks=1, widths=(4, 8, 8)), 10, image_size, seed=0).eval()
+    return model, {"key": key, "test_accuracy": 0.5, "test_n": 200, "wall_time_s": 1.0}
+
+
+def test_load_model_loads_a_student() -> None:
+    from paperlib.students import StudentConfig, make_student
+
+    config = {"student": {"blocks": 1, "widths": [4, 8, 8], "mean": [0.5] * 3, "std": [0.25] * 3},
+              "num_classes": 10, "image_size": 16}
+    model = make_student(StudentConfig.from_dict(config["student"]), 10, 16, seed=3)
+    loaded, manifest = _saved_then_loaded("student", "5" * 16, model, config)
+    assert not loaded.training and manifest["stage"] == "student"
+
+
+# ------------------------------------------------------------------------------------------ the book's level
+
+
+def test_book_robustness_runs_every_evaluation_of_every_student() -> None:
+    students = {(m, s): _student(f"{m}{s}") for m in ("vanilla", "cadistill") for s in (0, 1)}
+    settings = {"backgrounds": {"n": 20, "batch_size": 20, "chunk_size": 20, "bank_size": 5},
+                "attacks": {"n": 20, "batch_size": 10, "chunk_size": 10}}
+    frame = R.book_robustness("shapes", ["vanilla", "cadistill"], [0, 1], "smoke", ["attacks", "backgrounds"],
+                              settings=settings, students=students, progress=False)
+    assert set(frame.student) == {"vanilla0", "vanilla1", "cadistill0", "cadistill1"}
+    one = frame[(frame.student == "cadistill1")]
+    assert set(one.evaluation) == {"training", "attacks", "backgrounds"}
+    assert (one[one.evaluation == "attacks"].n == 20).all() and (one[one.evaluation == "backgrounds"].n == 20).all()
+    assert set(one[one.evaluation == "attacks"].metric) == {"clean", *R.TABLE5_ATTACKS, "worst", "worst_all"}
+    assert one.set_index("metric").loc["test_accuracy", "value"] == 0.5
+    # Loaded again from the cache: the same numbers, and the compute time of the pieces is kept.
+    again = R.book_robustness("shapes", ["vanilla", "cadistill"], [0, 1], "smoke", ["attacks", "backgrounds"],
+                              settings=settings, students=students, progress=False)
+    assert again["value"].tolist() == frame["value"].tolist()
+    assert again["wall_time_s"].tolist() == frame["wall_time_s"].tolist()
+    hours = R.evaluation_hours(frame)
+    assert hours.loc[("shapes", "attacks"), "students"] == 4 and hours.loc[("shapes", "attacks"), "images"] == 20
+    with pytest.raises(ValueError, match="no student"):
+        R.book_robustness("shapes", ["dmdistill"], [0], "smoke", ["attacks"], students=students)
+    with pytest.raises(ValueError, match="settings"):
+        R.book_robustness("shapes", ["vanilla"], [0], "smoke", ["attacks"], settings={"fgsm": {}},
+                          students=students)
+
+
+def test_book_robustness_reads_only_in_a_read_only_run(monkeypatch) -> None:
+    from paperlib.cache import READ_ONLY_ENV, PendingRun
+
+    monkeypatch.setenv(READ_ONLY_ENV, "1")
+    students = {("vanilla", 0): _student("never-computed")}
+    with pytest.raises(PendingRun, match="make robustness DATASET=shapes METHOD=vanilla SEEDS=0 EVALS=attacks"):
+        R.book_robustness("shapes", ["vanilla"], [0], "full", ["attacks"], students=students, progress=False)
+
+
+def test_the_book_cli_evaluates_trained_students_and_never_trains(monkeypatch, capsys) -> None:
+    import paperlib.cadistill as cadistill
+    from paperlib.cache import PendingRun
+
+    students = {("vanilla", 0): _student("cli-v0"), ("cadistill", 0): _student("cli-c0")}
+    seen = {}
+
+    def fake(dataset, methods, seeds, profile, **kw):
+        import os
+
+        seen["read_only"] = os.environ.get("PAPERLIB_READ_ONLY")
+        return {k: students[k] for k in students if k[0] in methods and k[1] in seeds}
+
+    monkeypatch.setattr(cadistill, "book_students", fake)
+    R.main(["--dataset", "shapes", "--profile", "smoke", "--method", "vanilla", "--seeds", "0",
+            "--eval", "backgrounds"])
+    out = capsys.readouterr().out
+    assert seen["read_only"] == "1" and "Mixed-Rand" in out and out.strip().endswith("done")
+
+    def untrained(*a, **k):
+        raise PendingRun("not computed yet: student shapes/vanilla seed 0")
+
+    monkeypatch.setattr(cadistill, "book_students", untrained)
+    R.main(["--dataset", "shapes", "--profile", "smoke", "--method", "vanilla", "--seeds", "0"])
+    assert "not trained yet" in capsys.readouterr().out
+
+
+# Synthetic summaries: the tables and the verdicts -----------------------------------------------------------
+
+
+def _frame(values: dict, dataset: str = "cifar10"):
+    """A :func:`book_robustness`-like frame from ``{(method, seed): {(evaluation, metric): value}}``."""
+    return pd.DataFrame([{"dataset": dataset, "method": m, "seed": s, "student": f"{m}{s}", "evaluation": ev,
+                          "metric": metric, "value": v, "n": 100, "wall_time_s": 36.0}
+                         for (m, s), cells in values.items() for (ev, metric), v in cells.items()])
+
+
+def _attack_frame(pgd: dict[str, list[float]], corruption: dict[str, list[float]] | None = None):
+    values = {}
+    for m, runs in pgd.items():
+        for s, v in enumerate(runs):
+            cells = {("attacks", "clean"): 0.9, ("attacks", "pgd"): v, ("attacks", "cw"): v - 0.1,
+                     ("attacks", "apgd_dlr"): v, ("attacks", "apgd_ce"): v, ("attacks", "worst"): v - 0.2}
+            if corruption is not None:
+                cells[("corruptions", "mean")] = corruption[m][s]
+            values[(m, s)] = cells
+    return _frame(values)
+
+
+def test_seed_table_means_and_sample_std_over_seeds() -> None:
+    frame = _attack_frame({"cadistill": [0.50, 0.54, 0.52], "vanilla": [0.30, 0.31, 0.35]})
+    table = R.seed_table(frame, "table1")
+    assert list(table.index) == ["vanilla", "cadistill"]  # the book's method order, not the frame's
+    assert table.loc["cadistill", ("pgd", "mean")] == pytest.approx(52.0)
+    assert table.loc["vanilla", ("pgd", "std")] == pytest.approx(np.std([30, 31, 35], ddof=1))
+    assert table.loc["vanilla", ("pgd", "seeds")] == 3
+    assert "corruption" not in table.columns.get_level_values(0)  # not run: left out
+    per = R.student_table(frame, "table1")
+    assert per.loc[("cadistill", 1), "worst"] == pytest.approx(34.0)
+    assert R.cell_text(table, "cadistill", "pgd") == "52.0 ± 2.0"
+    with pytest.raises(ValueError, match="several datasets"):
+        R.student_table(pd.concat([frame, frame.assign(dataset="shapes")], ignore_index=True), "table1")
+
+
+def test_display_table_puts_the_papers_numbers_beside_ours() -> None:
+    frame = _attack_frame({"cadistill": [0.5], "vanilla": [0.3]})
+    shown = R.display_table(R.seed_table(frame, "table1"), R.PAPER_TABLE1_CIFAR10, "paper (ResNet-18)")
+    assert shown.loc["cadistill", ("PGD", "ours")] == "50.0 (1 seed)"
+    assert shown.loc["cadistill", ("PGD", "paper (ResNet-18)")] == "47.9"
+    assert shown.loc["vanilla", ("CW", "paper (ResNet-18)")] == "20.9"
+    assert ("worst case", "paper (ResNet-18)") not in shown.columns  # the paper has no worst case
+    assert shown.loc["vanilla", ("seeds", "")] == 1
+    assert R.PAPER_TABLE2_IMAGENET["cadistill"]["bg_gap"] == pytest.approx(5.4)
+    assert R.PUBLIC_CONTEXT["in9_resnet50"]["bg_gap"] == pytest.approx(
+        R.PUBLIC_CONTEXT["in9_resnet50"]["mixed_same"] - R.PUBLIC_CONTEXT["in9_resnet50"]["mixed_rand"])
+
+
+def test_comparisons_apply_the_two_standard_error_rule() -> None:
+    # cadistill 52 ± 2 (3 seeds), vanilla 32 ± 2.65 (3 seeds): gap 20, two s.e. = 2 sqrt(4/3 + 7/3) = 3.83
+    frame = _attack_frame({"cadistill": [0.50, 0.54, 0.52], "vanilla": [0.30, 0.31, 0.35]})
+    table = R.seed_table(frame, "table1")
+    comps = R.comparisons(table, [("cadistill", "vanilla")], ["pgd"])
+    row = comps.iloc[0]
+    assert row["gap"] == pytest.approx(20.0)
+    assert row["two_se"] == pytest.approx(2 * np.sqrt(4 / 3 + 7 / 3))
+    assert row["outcome"] == "as claimed" and row["comparison"] == "cadistill > vanilla"
+    flipped = R.comparisons(table, [("cadistill", "vanilla")], ["pgd"], higher_is_better=False).iloc[0]
+    assert flipped["gap"] == pytest.approx(-20.0) and flipped["outcome"] == "reversed"
+    with pytest.raises(ValueError, match="no column"):
+        R.comparisons(table, [("cadistill", "vanilla")], ["bg_gap"])
+    with pytest.raises(ValueError, match="methods"):
+        R.comparisons(table, [("cadistill", "dmdistill")], ["pgd"])
+
+
+def test_the_ordering_verdict_holds_partly_or_does_not() -> None:
+    assert R.ordering_pairs() == (("cadistill", "cfgdistill"), ("cfgdistill", "dmdistill"), ("dmdistill", "vanilla"))
+    spread = [-0.01, 0.0, 0.01]
+    ranked = {"cadistill": 0.50, "cfgdistill": 0.45, "dmdistill": 0.40, "vanilla": 0.35}
+    holds = R.seed_table(_attack_frame({m: [v + d for d in spread] for m, v in ranked.items()}), "table1")
+    comps = R.comparisons(holds, R.ordering_pairs(), R.PAPER_ATTACKS)
+    assert len(comps) == 12 and R.comparison_verdict(comps) == "holds"
+    assert R.comparison_summary(comps) == "12 of 12 comparisons as claimed beyond two standard errors"
+    # All four equal up to seed noise: no pair is in the claimed order beyond two standard errors.
+    tied = R.seed_table(_attack_frame({m: [0.40 + d for d in spread] for m in ranked}), "table1")
+    comps = R.comparisons(tied, R.ordering_pairs(), R.PAPER_ATTACKS)
+    assert R.comparison_verdict(comps) == "does not" and set(comps.outcome) == {"within noise"}
+    # CaDistill best, the middle two swapped: partly.
+    swapped = {**ranked, "cfgdistill": 0.40, "dmdistill": 0.45}
+    part = R.seed_table(_attack_frame({m: [v + d for d in spread] for m, v in swapped.items()}), "table1")
+    comps = R.comparisons(part, R.ordering_pairs(), R.PAPER_ATTACKS)
+    assert R.comparison_verdict(comps) == "partly" and (comps.outcome == "reversed").sum() == 4
+    assert "4 reversed" in R.comparison_summary(comps)
+    one = R.seed_table(_attack_frame({m: [v] for m, v in ranked.items()}), "table1")
+    assert R.comparison_verdict(R.comparisons(one, R.ordering_pairs(), ["pgd"])) == "cannot tell"
+    assert R.comparison_verdict(R.comparisons(one, [], ["pgd"])) == "not yet run"
+
+
+def test_claim_checks_decide_every_registered_claim() -> None:
+    from paperlib.claims import CLAIMS, VERDICTS
+
+    registered = {c.id: c for c in CLAIMS}
+    for cid in R.CLAIM_TESTS:
+        assert registered[cid].chapter == "07_robustness" and registered[cid].ours, cid
+    spread = [-0.01, 0.0, 0.01]
+    ranked = {"cadistill": 0.50, "cfgdistill": 0.45, "dmdistill": 0.40, "vanilla": 0.35}
+    cifar = _attack_frame({m: [v + d for d in spread] for m, v in ranked.items()},
+                          corruption={m: [0.7 + d for d in spread] for m in ranked})  # corruptions: all tied
+    square = _frame({(m, s): {("square", "clean"): 0.9, ("square", "square"): v + spread[s]}
+                     for m, v in ranked.items() for s in range(3)})
+    # Shapes: CaDistill has the LARGER BG-gap (the claim is that it is smaller).
+    bg = {"cadistill": 0.20, "vanilla": 0.10}
+    shapes = _frame({(m, s): {("backgrounds", "mixed_same"): 0.9, ("backgrounds", "mixed_rand"): 0.9 - g - spread[s],
+                              ("backgrounds", "bg_gap"): g + spread[s]} for m, g in bg.items() for s in range(3)},
+                    dataset="shapes")
+    tables = {"cifar10": {"table1": R.seed_table(cifar, "table1"), "square": R.seed_table(square, "square")},
+              "shapes": {"table2": R.seed_table(shapes, "table2")}}
+    verdicts, checked = R.claim_checks(tables)
+    assert verdicts == {"cadistill_robust_cifar10": "holds", "cadistill_ordering_attacks_cifar10": "holds",
+                        "cadistill_tenth_cifar10": "holds", "cadistill_corruption_cifar10": "does not",
+                        "cadistill_ordering_corruption_cifar10": "does not", "cadistill_bg_gap_shapes": "does not",
+                        "cadistill_square_cifar10": "holds"}
+    assert set(verdicts.values()) <= set(VERDICTS)
+    bg_row = checked[checked.claim == "cadistill_bg_gap_shapes"].iloc[0]
+    assert bg_row["comparison"] == "cadistill < vanilla" and bg_row["gap"] == pytest.approx(-10.0)
+    assert bg_row["outcome"] == "reversed" and bg_row["dataset"] == "shapes"
+    assert len(checked[checked.claim == "cadistill_robust_cifar10"]) == 12
+    # Without CIFAR-10, its claims are not yet run; the shapes claim is still decided.
+    verdicts, checked = R.claim_checks({"shapes": tables["shapes"]})
+    assert verdicts["cadistill_robust_cifar10"] == "not yet run" and verdicts["cadistill_bg_gap_shapes"] == "does not"
+    assert set(checked.claim) == {"cadistill_bg_gap_shapes"}
+    assert R.claim_checks({})[1].empty
+
+
+def test_severity_curves_average_the_corruptions_per_severity() -> None:
+    from paperlib.corruptions import CORRUPTIONS, SEVERITIES
+
+    cells = {("corruptions", "clean"): 0.9, ("corruptions", "mean"): 0.5}
+    for a, name in enumerate(CORRUPTIONS):
+        cells[("corruptions", name)] = 0.5
+        for s in SEVERITIES:
+            cells[("corruptions", f"{name}/{s}")] = 0.9 - 0.1 * s - 0.001 * a
+    curves = R.severity_curves(_frame({("cadistill", 0): cells, ("cadistill", 1): cells}))
+    want = [0.9] + [0.9 - 0.1 * s - 0.001 * np.mean(range(len(CORRUPTIONS))) for s in SEVERITIES]
+    assert curves["cadistill"].shape == (2, 6)
+    np.testing.assert_allclose(curves["cadistill"][1], want)
+
+
+def test_book_table_shows_the_paper_beside_its_own_dataset_only() -> None:
+    cifar = R.seed_table(_attack_frame({"cadistill": [0.5, 0.6], "vanilla": [0.3, 0.4]}), "table1")
+    shapes = R.seed_table(_attack_frame({"cadistill": [0.7, 0.8], "vanilla": [0.6, 0.7]}), "table1")
+    shown = R.book_table({"shapes": {"table1": shapes}, "cifar10": {"table1": cifar}}, "table1")
+    assert list(shown.index) == [("shapes", "vanilla"), ("shapes", "cadistill"), ("cifar10", "vanilla"),
+                                 ("cifar10", "cadistill")]
+    cols = list(shown.columns)
+    assert cols.index(("PGD", "paper: CIFAR-10, ResNet-18")) == cols.index(("PGD", "ours")) + 1  # beside ours
+    assert shown.loc[("shapes", "cadistill"), ("PGD", "paper: CIFAR-10, ResNet-18")] == "—"
+    assert shown.loc[("cifar10", "cadistill"), ("PGD", "paper: CIFAR-10, ResNet-18")] == "47.9"
+    assert shown.loc[("shapes", "cadistill"), ("PGD", "ours")] == "75.0 ± 7.1"
+    assert R.cell_texts(cifar)[("vanilla", "pgd")] == "35.0 ± 7.1"
+    assert "not run" in R.book_table({"shapes": {}}, "table2").columns
