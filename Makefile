@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PROFILE ?= full
+JOBS   ?= $(shell nproc 2>/dev/null || echo 1)
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -36,7 +37,7 @@ notebooks: env ## Execute the notebooks with papermill (PROFILE=full|smoke)
 	$(PY) -m paperlib.book execute --profile $(PROFILE)
 
 book: env ## Execute the notebooks from the committed results (full profile), build the HTML book into _build/html and check it
-	$(PY) -m paperlib.book execute --profile $(PROFILE) --read-only
+	$(PY) -m paperlib.book execute --profile $(PROFILE) --read-only --jobs $(JOBS)
 	$(PY) -m paperlib.book build --profile $(PROFILE) --strict
 	$(PY) -m paperlib.book check --profile $(PROFILE)
 

@@ -179,8 +179,35 @@ def skipped(profile: str) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def execute(profile: str, names: list[str] | None = None, log_output: bool = False, read_only: bool = False
-            ) -> dict[str, float]:
+def _execute_chapter(nb: Path, profile: str, log_output: bool, read_only: bool, threads: int | None = None
+                     ) -> tuple[str, float | None, str | None]:
+    """Execute one notebook for :func:`execute`: ``("ok", seconds, None)``, or ``("left out", None, why)`` when
+    it fails only for unavailable data or pending results (its executed copy is removed). Any other error is
+    raised, or, in a worker process (``threads`` given), returned as ``("error", None, traceback)``."""
+    import traceback
+
+    from papermill.exceptions import PapermillExecutionError
+
+    if threads is not None:  # a worker of a parallel run: its kernels share the cores with the other's
+        os.environ.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    try:
+        _, seconds = execute_notebook(nb, profile, log_output, read_only)
+    except PapermillExecutionError as exc:
+        if DATA_UNAVAILABLE in str(exc.evalue) or PENDING in str(exc.evalue):
+            (source_dir(profile) / "notebooks" / nb.name).unlink(missing_ok=True)
+            return "left out", None, str(exc.evalue)
+        if threads is None:
+            raise
+        return "error", None, f"{nb.name}: {exc}"
+    except Exception:
+        if threads is None:
+            raise
+        return "error", None, f"{nb.name}:\n{traceback.format_exc()}"
+    return "ok", seconds, None
+
+
+def execute(profile: str, names: list[str] | None = None, log_output: bool = False, read_only: bool = False,
+            jobs: int = 1) -> dict[str, float]:
     """Execute the notebooks (all, or those whose stem is in ``names``); records their wall times.
 
     A notebook that fails only because CIFAR-10 is unavailable (no ``$PAPERLIB_DATA``, no ``../shared``, no
@@ -188,37 +215,61 @@ def execute(profile: str, names: list[str] | None = None, log_output: bool = Fal
     chapter needs no data). With ``read_only`` (``make book``), a chapter whose published results are not
     computed yet (:class:`paperlib.cache.PendingRun`: students not trained, runs not made) is left out the
     same way, naming what is missing and the command that makes it. Any other error stops the run. The summary
-    pages (``00_*``) run last, and
-    always (they read what the chapters glued). The warnings a notebook logged are counted on the way.
+    pages (``00_*``) run last, and always (they read what the chapters glued). The warnings a notebook logged
+    are counted on the way.
+
+    Args:
+        jobs: Chapters executed at once (processes; each kernel gets ``cpu_count // jobs`` threads). Only
+            with ``read_only``: computing chapters depend on the ones before (chapter 3 reads chapter 2's
+            ``t*``), reading ones do not.
+
+    Raises:
+        ValueError: ``jobs > 1`` without ``read_only``, or ``jobs < 1``.
+        RuntimeError: A chapter failed in a worker process (its traceback in the message).
     """
-    from papermill.exceptions import PapermillExecutionError
+    from concurrent.futures import ProcessPoolExecutor
 
     from paperlib.paths import display_path
 
+    if not isinstance(jobs, int) or jobs < 1 or (jobs > 1 and not read_only):
+        raise ValueError(f"jobs must be 1, or an int > 1 with read_only (chapters that compute depend on the "
+                         f"ones before); got jobs={jobs!r}, read_only={read_only}")
     timings_path = BUILD_DIR / profile / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     left_out = {k: v for k, v in skipped(profile).items() if names and k not in names}
     order = execution_order(notebooks())
     if names:
         names = [*names, *(p.stem for p in order if p.stem.startswith(SUMMARY_PREFIX))]
-    for nb in order:
-        if names and nb.stem not in names:
-            continue
-        print(f"[{profile}] executing {nb.name} ...", flush=True)
-        try:
-            _, seconds = execute_notebook(nb, profile, log_output, read_only)
-        except PapermillExecutionError as exc:
-            if DATA_UNAVAILABLE not in str(exc.evalue) and PENDING not in str(exc.evalue):
-                raise
-            (source_dir(profile) / "notebooks" / nb.name).unlink(missing_ok=True)
-            left_out[nb.stem] = str(exc.evalue).split(";")[0]
-            print(f"[{profile}] WARNING: {nb.name} left out of the book: {exc.evalue}", flush=True)
-            continue
+    todo = [nb for nb in order if not names or nb.stem in names]
+    chapters = [nb for nb in todo if not nb.stem.startswith(SUMMARY_PREFIX)]
+    summaries = [nb for nb in todo if nb.stem.startswith(SUMMARY_PREFIX)]
+
+    def report(nb: Path, outcome: tuple[str, float | None, str | None]) -> None:
+        status, seconds, message = outcome
+        if status == "error":
+            raise RuntimeError(f"[{profile}] {message}")
+        if status == "left out":
+            left_out[nb.stem] = message.split(";")[0]
+            print(f"[{profile}] WARNING: {nb.name} left out of the book: {message}", flush=True)
+            return
         timings[nb.stem] = round(seconds, 1)
         log = log_path(profile, nb.stem)
         warned = log.read_text(encoding="utf-8").count(" WARNING ") if log.exists() else 0
         note = f"; {warned} warning(s) in {display_path(log)}" if warned else ""
         print(f"[{profile}] {nb.name}: {seconds:.1f} s{note}", flush=True)
+
+    if jobs > 1 and len(chapters) > 1:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        print(f"[{profile}] executing {len(chapters)} chapters, {jobs} at a time ...", flush=True)
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(_execute_chapter, nb, profile, log_output, read_only, threads)
+                       for nb in chapters]
+            for nb, future in zip(chapters, futures):  # reported in reading order
+                report(nb, future.result())
+        chapters = []
+    for nb in [*chapters, *summaries]:
+        print(f"[{profile}] executing {nb.name} ...", flush=True)
+        report(nb, _execute_chapter(nb, profile, log_output, read_only))
     timings_path.parent.mkdir(parents=True, exist_ok=True)
     timings_path.write_text(json.dumps(timings, indent=2) + "\n")
     _skipped_path(profile).write_text(json.dumps(left_out, indent=2) + "\n")
@@ -557,9 +608,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-output", action="store_true", help="stream notebook output")
     parser.add_argument("--read-only", action="store_true",
                         help="read published results, never compute them (a chapter missing some is left out)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="chapters executed at once (with --read-only only; make book uses the CPU count)")
     args = parser.parse_args(argv)
     if args.command in ("execute", "all"):
-        execute(args.profile, args.only, args.log_output, args.read_only)
+        execute(args.profile, args.only, args.log_output, args.read_only, args.jobs)
     if args.command in ("build", "all"):
         build(args.profile, args.strict)
     if args.command == "check":

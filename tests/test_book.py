@@ -276,3 +276,53 @@ def test_setup_cells_are_collapsed_and_analysis_cells_shown():
             assert "hide-input" in tags, f"{name} cell {i} calls setup(): tag it hide-input"
         elif "parameters" not in tags:
             assert not {"remove-cell", "remove-input"} & set(tags), f"{name} cell {i}: analysis code is shown"
+
+
+def _tiny_notebook(path, source: str) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('PROFILE = "x"', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_execute_runs_reading_chapters_in_parallel_and_summaries_last(monkeypatch, tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from paperlib import book
+
+    nbdir, profiles = tmp_path / "notebooks", tmp_path / "profiles"
+    nbdir.mkdir(), profiles.mkdir()
+    (profiles / "x.yaml").write_text("_all:\n  PROFILE: x\n")
+    stamp = tmp_path / "stamps"
+    stamp.mkdir()
+    # each chapter leaves a stamp with its thread count; the summary page sees both chapters' stamps
+    _tiny_notebook(nbdir / "01_a.ipynb", f"import os, pathlib\npathlib.Path({str(stamp)!r}, 'a').write_text("
+                                         "os.environ.get('OMP_NUM_THREADS', '-'))")
+    _tiny_notebook(nbdir / "02_b.ipynb", "raise RuntimeError('not computed yet: run b; then read it')")
+    _tiny_notebook(nbdir / "03_c.ipynb", f"import os, pathlib\npathlib.Path({str(stamp)!r}, 'c').write_text("
+                                         "os.environ.get('OMP_NUM_THREADS', '-'))")
+    _tiny_notebook(nbdir / "00_summary.ipynb",
+                   f"import pathlib\nassert sorted(p.name for p in pathlib.Path({str(stamp)!r}).iterdir()) "
+                   "== ['a', 'c']")
+    monkeypatch.setattr(book, "NOTEBOOK_DIR", nbdir)
+    monkeypatch.setattr(book, "PROFILE_DIR", profiles)
+    monkeypatch.setattr(book, "BUILD_DIR", tmp_path / "_build")
+    with pytest.raises(ValueError, match="with read_only"):
+        book.execute("x", jobs=2)
+    timings = book.execute("x", read_only=True, jobs=2)
+    assert set(timings) == {"01_a", "03_c", "00_summary"}
+    assert book.skipped("x") == {"02_b": "not computed yet: run b"}
+    threads = str(max(1, (__import__("os").cpu_count() or 1) // 2))
+    assert (stamp / "a").read_text() == (stamp / "c").read_text() == threads
+    out = capsys.readouterr().out
+    assert out.index("01_a.ipynb:") < out.index("02_b.ipynb left out") < out.index("03_c.ipynb:") \
+        < out.index("00_summary.ipynb:")
+    assert json.loads((tmp_path / "_build" / "x" / "timings.json").read_text()).keys() == timings.keys()
+    _tiny_notebook(nbdir / "03_c.ipynb", "1 / 0")
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        book.execute("x", read_only=True, jobs=2)
