@@ -353,6 +353,21 @@ def chapter_rows(values: Mapping[str, Mapping[str, str]], stems: Sequence[str],
     return out
 
 
+def chapter_title(stem: str) -> str:
+    """Title of a chapter that was not executed: its notebook's first heading, else :data:`PLANNED_CHAPTERS`'s."""
+    import nbformat
+
+    from paperlib.paths import REPO_ROOT
+
+    path = REPO_ROOT / "notebooks" / f"{stem}.ipynb"
+    if stem and path.exists():
+        for cell in nbformat.read(path, as_version=4).cells:
+            heading = next((li[2:].strip() for li in cell.source.splitlines() if li.startswith("# ")), None)
+            if cell.cell_type == "markdown" and heading:
+                return heading
+    return PLANNED_CHAPTERS.get(stem, stem)
+
+
 def chapter_table(profile: str, stems: Sequence[str], results_doc: str = "/notebooks/00_results") -> str:
     """The front page's chapter table (MyST Markdown): every chapter in ``stems`` with its one-sentence
     answer and the verdicts on its claims, then the planned chapters, whose claims are not yet run.
@@ -365,7 +380,7 @@ def chapter_table(profile: str, stems: Sequence[str], results_doc: str = "/noteb
     values = chapter_values(profile)
     rows = ["| chapter | the question, and our answer | the paper's claims |", "|---|---|---|"]
     for stem, ans, count in chapter_rows(values, stems):
-        chap = f"{{doc}}`/notebooks/{stem}`" if stem in values else f"*{PLANNED_CHAPTERS.get(stem, stem)}*"
+        chap = f"{{doc}}`/notebooks/{stem}`" if stem in values else f"*{chapter_title(stem)}*"
         link = f"{count} ({{doc}}`details <{results_doc}>`)" if count else "—"
         ans = ans or ("—" if stem in values else "not yet run")
         rows.append(f"| {_cell(chap)} | {_cell(ans)} | {_cell(link)} |")

@@ -111,3 +111,9 @@ def test_stars_outside_math_are_escaped():
 
     assert escape_stars("t* = 500, $t^*$ and $k^*$; k* 2") == "t\\* = 500, $t^*$ and $k^*$; k\\* 2"
     assert answer("Giving t*?", "holds", "$t^*$ = 500") == "**Giving t\\*?** Yes: $t^*$ = 500."
+
+
+def test_chapter_title_of_an_unexecuted_chapter_is_its_notebooks_heading():
+    assert claims.chapter_title("05b_matched_controls").startswith("5b. Edit or regenerate?")
+    assert claims.chapter_title("") == claims.PLANNED_CHAPTERS[""]
+    assert claims.chapter_title("99_nowhere") == "99_nowhere"
