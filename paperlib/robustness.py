@@ -858,32 +858,35 @@ def cell_texts(table: pd.DataFrame, digits: int = 1) -> dict[tuple[str, str], st
 
 def display_table(table: pd.DataFrame, paper: Mapping[str, Mapping[str, float]] | None = None,
                   paper_label: str = "paper") -> pd.DataFrame:
-    """:func:`seed_table` as the book shows it: per column ``ours`` (mean ± std, %) and, where the paper has a
-    value, the paper's beside it under ``paper_label``; a first column with the number of seeds.
+    """:func:`seed_table` as the book shows it: per method a row ``ours`` (mean ± std over seeds, %) and, if
+    the paper reports that method, a row ``paper_label`` with its numbers under ours ("—" where it has none);
+    a first column with the number of seeds. One column per measure keeps the table within the page.
 
     Args:
         table: :func:`seed_table`.
         paper: ``method -> column id -> %`` (e.g. :data:`PAPER_TABLE1_CIFAR10`).
-        paper_label: Sub-header of the paper's columns (say which paper table, model and dataset).
+        paper_label: Row label of the paper's numbers (say which paper table, model and dataset).
 
     Returns:
-        DataFrame of strings indexed by method, columns ``(header, "ours" | paper_label)``.
+        DataFrame of strings indexed by ``(method, "ours" | paper_label)``, columns ``seeds`` and the
+        :data:`COLUMN_LABELS` of the measures.
     """
     import pandas as pd
 
     paper = paper or {}
     ids = list(dict.fromkeys(table.columns.get_level_values(0)))
-    cols: dict[tuple[str, str], list] = {("seeds", ""): [int(table.loc[m, [(c, "seeds") for c in ids]].min())
-                                                         for m in table.index]}
-    for cid in ids:
-        label = COLUMN_LABELS.get(cid, cid)
-        cols[(label, "ours")] = [cell_text(table, m, cid) for m in table.index]
-        if any(cid in paper.get(m, {}) for m in table.index):
-            cols[(label, paper_label)] = [f"{paper[m][cid]:.1f}" if cid in paper.get(m, {}) else "—"
-                                          for m in table.index]
-    out = pd.DataFrame(cols, index=table.index)
-    out.columns = pd.MultiIndex.from_tuples(out.columns)
-    return out
+    labels = [COLUMN_LABELS.get(c, c) for c in ids]
+    rows, index = [], []
+    for m in table.index:
+        seeds = int(table.loc[m, [(c, "seeds") for c in ids]].min())
+        ours = [cell_text(table, m, c).replace(" ± ", "\u00a0±\u00a0") for c in ids]
+        rows.append([seeds, *ours])
+        index.append((m, "ours"))
+        if m in paper:
+            rows.append(["", *(f"{paper[m][c]:.1f}" if c in paper[m] else "—" for c in ids)])
+            index.append((m, paper_label))
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["method", ""]),
+                        columns=["seeds", *labels])
 
 
 PAPER_TABLES: dict[str, tuple[str, Mapping[str, Mapping[str, float]], str]] = {
@@ -895,8 +898,8 @@ PAPER_TABLES: dict[str, tuple[str, Mapping[str, Mapping[str, float]], str]] = {
 
 
 def book_table(tables: Mapping[str, Mapping[str, pd.DataFrame]], table: str) -> pd.DataFrame:
-    """One of chapter 7's tables over the datasets: :func:`display_table` rows ``(dataset, method)``, the
-    paper's numbers beside ours on the dataset :data:`PAPER_TABLES` names ("—" elsewhere).
+    """One of chapter 7's tables over the datasets: :func:`display_table` rows ``(dataset, method, source)``,
+    the paper's numbers under ours on the dataset :data:`PAPER_TABLES` names (and on no other).
 
     Args:
         tables: ``dataset -> table id -> seed_table``.
@@ -910,8 +913,8 @@ def book_table(tables: Mapping[str, Mapping[str, pd.DataFrame]], table: str) -> 
     if not parts:
         return pd.DataFrame({"not run": []})
     widest_first = sorted(parts.values(), key=lambda d: -len(d.columns))
-    order = list(dict.fromkeys(c for d in widest_first for c in d.columns))  # the paper's beside ours
-    return pd.concat(parts, names=["dataset", "method"])[order].fillna("—")
+    order = list(dict.fromkeys(c for d in widest_first for c in d.columns))
+    return pd.concat(parts, names=["dataset"])[order].fillna("—")
 
 
 # Claims and their verdicts ---------------------------------------------------------------------------------
