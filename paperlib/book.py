@@ -192,14 +192,11 @@ def _execute_chapter(nb: Path, profile: str, log_output: bool, read_only: bool, 
         os.environ.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
     try:
         _, seconds = execute_notebook(nb, profile, log_output, read_only)
-    except PapermillExecutionError as exc:
-        if DATA_UNAVAILABLE in str(exc.evalue) or PENDING in str(exc.evalue):
+    except Exception as exc:
+        if isinstance(exc, PapermillExecutionError) and (
+                DATA_UNAVAILABLE in str(exc.evalue) or PENDING in str(exc.evalue)):
             (source_dir(profile) / "notebooks" / nb.name).unlink(missing_ok=True)
             return "left out", None, str(exc.evalue)
-        if threads is None:
-            raise
-        return "error", None, f"{nb.name}: {exc}"
-    except Exception:
         if threads is None:
             raise
         return "error", None, f"{nb.name}:\n{traceback.format_exc()}"
@@ -283,13 +280,53 @@ def without_chapters(toc: str, stems: list[str]) -> str:
                    if line.strip().removeprefix("- file:").strip() not in drop)
 
 
-def substitutions(profile: str, chapters: Sequence[str]) -> dict[str, str]:
+def substitutions(profile: str, chapters: Sequence[str], pending: Sequence[str] = ()) -> dict[str, str]:
     """MyST substitutions the staged pages use: ``{{ chapter_table }}`` on the front page, every chapter
-    with its one-sentence answer and its claims' verdicts, read from the executed ``chapters``
-    (:func:`paperlib.claims.chapter_table`)."""
+    with its one-sentence answer and its claims' verdicts, read from the executed ``chapters``; those in
+    ``pending`` are linked to their results-pending page (:func:`paperlib.claims.chapter_table`)."""
     from paperlib.claims import chapter_table
 
-    return {"chapter_table": chapter_table(profile, chapters)}
+    return {"chapter_table": chapter_table(profile, chapters, pending=pending)}
+
+
+def _reproduces_paragraphs(stem: str) -> list[str]:
+    """The paragraphs of a notebook's "Reproduces" box that cite no computed value (no glue, no numref)."""
+    import nbformat
+
+    path = NOTEBOOK_DIR / f"{stem}.ipynb"
+    if not path.exists():
+        return []
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
+    box = re.search(r":::\{admonition\} Reproduces\n(?::class: \w+\n)?(.*?)\n:::", cells[0].source if cells else "",
+                    flags=re.S)
+    if box is None:
+        return []
+    paragraphs = [p.strip() for p in box.group(1).split("\n\n")]
+    return [p for p in paragraphs if p and "{glue" not in p and "{numref" not in p]
+
+
+def pending_page(stem: str, why: str) -> str:
+    """The page (MyST Markdown) that stands in for a chapter whose published results are not computed yet:
+    its title, what it reproduces (from the notebook's "Reproduces" box) and what is missing.
+
+    Args:
+        stem: Notebook stem (``06_cadistill``).
+        why: The :class:`paperlib.cache.PendingRun` message that left it out (:func:`skipped`).
+    """
+    from paperlib.claims import chapter_title
+
+    missing = why.removeprefix(f"{PENDING}: ").replace(" is not in artifacts/", "")
+    missing, _, how = missing.partition("; compute it with ")
+    lines = [f"# {chapter_title(stem)}", "", ":::{admonition} Results pending", ":class: warning",
+             "This chapter's published results are not computed yet, so this book shows none of its numbers "
+             "rather than numbers it does not have; its claims read *not yet run* on {doc}`/notebooks/00_results`. "
+             f"Its code and tests run in CI, and it runs end to end in the smoke profile. "
+             f"The first result missing: `{missing}`" + (f", computed by {how}." if how else "."),
+             ":::", ""]
+    for paragraph in _reproduces_paragraphs(stem):
+        lines += [paragraph, ""]
+    lines.append(f"The notebook: `notebooks/{stem}.ipynb`.")
+    return "\n".join(lines) + "\n"
 
 
 def stage(profile: str) -> Path:
@@ -309,14 +346,21 @@ def stage(profile: str) -> Path:
             shutil.copytree(item, dest, dirs_exist_ok=True)
         else:
             shutil.copy2(item, dest)
+    pending = {stem: why for stem, why in left_out.items() if why.startswith(PENDING)}
+    dropped = [stem for stem in left_out if stem not in pending]
+    for stem, why in pending.items():
+        (src / "notebooks" / f"{stem}.ipynb").unlink(missing_ok=True)
+        (src / "notebooks" / f"{stem}.md").write_text(pending_page(stem, why))
     config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())
-    chapters = [nb.stem for nb in notebooks() if not nb.stem.startswith(SUMMARY_PREFIX) and nb.stem not in left_out]
-    config.setdefault("parse", {}).setdefault("myst_substitutions", {}).update(substitutions(profile, chapters))
+    chapters = [nb.stem for nb in notebooks() if not nb.stem.startswith(SUMMARY_PREFIX) and nb.stem not in dropped]
+    config.setdefault("parse", {}).setdefault("myst_substitutions", {}).update(
+        substitutions(profile, chapters, pending=list(pending)))
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000))
-    if left_out:
-        (src / "_toc.yml").write_text(without_chapters((REPO_ROOT / "book" / "_toc.yml").read_text(), list(left_out)))
-        for stem, why in left_out.items():
-            print(f"WARNING: chapter {stem} is not in this book: {why}", flush=True)
+    toc = (REPO_ROOT / "book" / "_toc.yml").read_text()
+    (src / "_toc.yml").write_text(without_chapters(toc, dropped) if dropped else toc)
+    for stem, why in left_out.items():
+        shown = "a results-pending page" if stem in pending else "not in this book"
+        print(f"WARNING: chapter {stem} is {shown}: {why}", flush=True)
     return src
 
 

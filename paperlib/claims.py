@@ -357,9 +357,9 @@ def chapter_title(stem: str) -> str:
     """Title of a chapter that was not executed: its notebook's first heading, else :data:`PLANNED_CHAPTERS`'s."""
     import nbformat
 
-    from paperlib.paths import REPO_ROOT
+    from paperlib.book import NOTEBOOK_DIR
 
-    path = REPO_ROOT / "notebooks" / f"{stem}.ipynb"
+    path = NOTEBOOK_DIR / f"{stem}.ipynb"
     if stem and path.exists():
         for cell in nbformat.read(path, as_version=4).cells:
             heading = next((li[2:].strip() for li in cell.source.splitlines() if li.startswith("# ")), None)
@@ -368,7 +368,8 @@ def chapter_title(stem: str) -> str:
     return PLANNED_CHAPTERS.get(stem, stem)
 
 
-def chapter_table(profile: str, stems: Sequence[str], results_doc: str = "/notebooks/00_results") -> str:
+def chapter_table(profile: str, stems: Sequence[str], results_doc: str = "/notebooks/00_results",
+                  pending: Sequence[str] = ()) -> str:
     """The front page's chapter table (MyST Markdown): every chapter in ``stems`` with its one-sentence
     answer and the verdicts on its claims, then the planned chapters, whose claims are not yet run.
 
@@ -376,12 +377,16 @@ def chapter_table(profile: str, stems: Sequence[str], results_doc: str = "/noteb
         profile: Whose executed notebooks to read.
         stems: The book's chapters in reading order (``01_toy_2d``, ...).
         results_doc: Document name of the results page, linked from the tallies.
+        pending: Chapters of ``stems`` shown as a results-pending page (linked, answer "results pending").
     """
     values = chapter_values(profile)
     rows = ["| chapter | the question, and our answer | the paper's claims |", "|---|---|---|"]
     for stem, ans, count in chapter_rows(values, stems):
-        chap = f"{{doc}}`/notebooks/{stem}`" if stem in values else f"*{chapter_title(stem)}*"
+        linked = stem in values or stem in pending
+        chap = f"{{doc}}`/notebooks/{stem}`" if linked else f"*{chapter_title(stem)}*"
         link = f"{count} ({{doc}}`details <{results_doc}>`)" if count else "—"
+        if stem in pending:
+            ans = "results pending: the page says what is missing"
         ans = ans or ("—" if stem in values else "not yet run")
         rows.append(f"| {_cell(chap)} | {_cell(ans)} | {_cell(link)} |")
     return "\n".join(rows)

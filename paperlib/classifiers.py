@@ -173,9 +173,13 @@ _V3_PILOTS: dict[str, dict[str, float]] = {
     "v3 resnet, AdamW 2e-3 instead of SGD, 1 epoch": {"resnet": 0.558},
     # a 3-epoch one-cycle run of the v3 ResNet recipe, test accuracy after each epoch
     "v3 resnet 3 epochs: after 1, 2, 3": {"epoch 1": 0.482, "epoch 2": 0.620, "epoch 3": 0.676},
+    # the full v3 ResNet (25 epochs, key e974b6b4abbc9668, 6.5 h wall on the shared machine): 10k test images;
+    # its training accuracy (augmented, label-smoothed) ended at 0.925, so it is capacity-limited
+    "v3 resnet 25 epochs": {"resnet": 0.8772},
 }
 """Pilot accuracies behind :data:`CLASSIFIER_RECIPES` ``"v3"`` (expected after the full schedule: ResNet about
-91%, ConvNeXt and ViT 86-89%, mean about 88.5%)."""
+91%, ConvNeXt and ViT 86-89%, mean about 88.5%). Measured: the full v3 ResNet reached 87.7%, below the 90% the
+judges need, so its recipe is not the book's yet."""
 
 CLASSIFIER_RECIPES: dict[str, dict[str, dict[str, dict]]] = {
     "v2": {ds: {arch: {"epochs": e} for arch, e in per.items()} for ds, per in RECOMMENDED_EPOCHS.items()},

@@ -731,6 +731,7 @@ def evaluation_hours(summaries: pd.DataFrame) -> pd.DataFrame:
 COLUMN_LABELS: dict[str, str] = {
     "test_accuracy": "Clean (test set)", "clean": "Clean", "pgd": "PGD", "pgd_alpha_eps_over_4": "PGD (α = ε/4)",
     "cw": "CW", "apgd_dlr": "APGD-DLR", "apgd_ce": "APGD-CE", "worst": "worst case", "corruption": "Corruption",
+    "corruption_clean": "Clean (same images)",
     "original": "Original", "only_fg": "Only-FG", "mixed_same": "Mixed-Same", "mixed_rand": "Mixed-Rand",
     "mixed_next": "Mixed-Next", "bg_gap": "BG-gap", "adversarial_bg": "adversarial bg",
     "square": "Square (ε = 2/255)", "square_eps8": "Square (ε = 8/255)",
@@ -741,7 +742,7 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
     "table1": {"clean": ("attacks", "clean"), "pgd": ("attacks", "pgd"),
                "pgd_alpha_eps_over_4": ("attacks", "pgd_alpha_eps_over_4"), "cw": ("attacks", "cw"),
                "apgd_dlr": ("attacks", "apgd_dlr"), "apgd_ce": ("attacks", "apgd_ce"), "worst": ("attacks", "worst"),
-               "corruption": ("corruptions", "mean")},
+               "corruption_clean": ("corruptions", "clean"), "corruption": ("corruptions", "mean")},
     "eps8": {"clean": ("attacks_eps8", "clean"), "pgd": ("attacks_eps8", "pgd"),
              "pgd_alpha_eps_over_4": ("attacks_eps8", "pgd_alpha_eps_over_4"),
              "apgd_dlr": ("attacks_eps8", "apgd_dlr"), "apgd_ce": ("attacks_eps8", "apgd_ce"),
@@ -764,6 +765,8 @@ PAPER_TABLE1_CIFAR10: dict[str, dict[str, float]] = {
     "cadistill": {"clean": 93.1, "pgd": 47.9, "cw": 43.1, "apgd_dlr": 44.1, "apgd_ce": 43.3, "corruption": 77.7},
 }
 """The paper's Table 1, CIFAR-10 (ResNet-18, one run each; %; corruption = CIFAR-10-C), spec §10."""
+for _row in PAPER_TABLE1_CIFAR10.values():
+    _row["corruption_clean"] = _row["clean"]  # one test accuracy: the clean column of both our parts
 
 _TABLE2 = {"vanilla": (96.0, 88.0, 81.1, 87.6), "dmdistill": (96.3, 88.0, 80.6, 84.5),
            "cfgdistill": (96.3, 89.0, 82.6, 87.8), "cadistill": (96.3, 89.0, 83.6, 88.5)}
@@ -889,26 +892,45 @@ def display_table(table: pd.DataFrame, paper: Mapping[str, Mapping[str, float]] 
                         columns=["seeds", *labels])
 
 
-PAPER_TABLES: dict[str, tuple[str, Mapping[str, Mapping[str, float]], str]] = {
-    "table1": ("cifar10", PAPER_TABLE1_CIFAR10, "paper: CIFAR-10, ResNet-18"),
-    "table2": ("shapes", PAPER_TABLE2_IMAGENET, "paper: ImageNet-9, ResNet-50"),
-    "square": ("cifar10", PAPER_TABLE10_IMAGENET, "paper: ImageNet, ResNet-50"),
+PAPER_TABLES: dict[str, tuple[str, Mapping[str, Mapping[str, float]]]] = {
+    "table1": ("cifar10", PAPER_TABLE1_CIFAR10),  # CIFAR-10, ResNet-18
+    "table2": ("shapes", PAPER_TABLE2_IMAGENET),  # ImageNet-9, ResNet-50
+    "square": ("cifar10", PAPER_TABLE10_IMAGENET),  # ImageNet, ResNet-50
 }
-"""Which of our datasets each paper table is shown beside: ``table id -> (dataset, numbers, label)``."""
+"""Which of our datasets each paper table is shown beside: ``table id -> (dataset, numbers)``; the row is
+labelled "paper" and the caption says which table, model and dataset."""
+
+TABLE1_PARTS: dict[str, tuple[str, ...]] = {
+    "attacks": ("clean", "pgd", "pgd_alpha_eps_over_4", "cw", "apgd_dlr", "apgd_ce", "worst"),
+    "corruptions": ("corruption_clean", "corruption"),
+}
+"""Table 1 as the book shows it, in two tables that fit the page: ``part -> column ids``."""
 
 
-def book_table(tables: Mapping[str, Mapping[str, pd.DataFrame]], table: str) -> pd.DataFrame:
+def book_table(tables: Mapping[str, Mapping[str, pd.DataFrame]], table: str,
+               columns: Sequence[str] | None = None) -> pd.DataFrame:
     """One of chapter 7's tables over the datasets: :func:`display_table` rows ``(dataset, method, source)``,
-    the paper's numbers under ours on the dataset :data:`PAPER_TABLES` names (and on no other).
+    the paper's numbers (row "paper") under ours on the dataset :data:`PAPER_TABLES` names (and on no other).
 
     Args:
         tables: ``dataset -> table id -> seed_table``.
         table: A key of :data:`TABLES`.
+        columns: Show only these column ids of the table (e.g. a :data:`TABLE1_PARTS` entry); default all.
     """
     import pandas as pd
 
-    ds_paper, paper, label = PAPER_TABLES.get(table, ("", None, ""))
-    parts = {ds: display_table(per[table], paper if ds == ds_paper else None, label)
+    ds_paper, paper = PAPER_TABLES.get(table, ("", None))
+    if columns is not None:
+        unknown = sorted(set(columns) - set(TABLES[table]))
+        if unknown:
+            raise ValueError(f"{table} has no columns {unknown}; it has {list(TABLES[table])}")
+
+    def part(t: pd.DataFrame) -> pd.DataFrame:
+        if columns is None:
+            return t
+        return t[[c for c in t.columns if c[0] in columns]]
+
+    parts = {ds: display_table(part(per[table]), paper if ds == ds_paper else None)
              for ds, per in tables.items() if table in per and not per[table].empty}
     if not parts:
         return pd.DataFrame({"not run": []})

@@ -326,3 +326,43 @@ def test_execute_runs_reading_chapters_in_parallel_and_summaries_last(monkeypatc
     _tiny_notebook(nbdir / "03_c.ipynb", "1 / 0")
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         book.execute("x", read_only=True, jobs=2)
+
+
+def test_a_pending_chapter_gets_a_linked_page_and_a_chapter_without_data_is_dropped(monkeypatch, tmp_path):
+    import json
+
+    import nbformat
+    import yaml
+
+    from paperlib import book
+
+    repo, nbdir = tmp_path / "repo", tmp_path / "repo" / "notebooks"
+    (repo / "book").mkdir(parents=True), nbdir.mkdir()
+    (repo / "book" / "_toc.yml").write_text(TOC)
+    (repo / "book" / "intro.md").write_text("# Intro\n\n{{ chapter_table }}\n")
+    (repo / "_config.yml").write_text("title: t\n")
+    box = (":::{admonition} Reproduces\n:class: note\n**Paper:** Fig. 2 of {cite}`xu2025canonical`.\n\n"
+           "**Runtime:** {glue:md}`hours` hours.\n:::\n\n{glue:md}`answer:myst`\n")
+    for stem, title in [("01_toy_2d", "1. Toy"), ("02_t_star", "2. The time t*"), ("03_evr_elbow", "3. EVR")]:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n{box}")]
+        nbformat.write(nb, nbdir / f"{stem}.ipynb")
+    monkeypatch.setattr(book, "REPO_ROOT", repo)
+    monkeypatch.setattr(book, "NOTEBOOK_DIR", nbdir)
+    monkeypatch.setattr(book, "BUILD_DIR", tmp_path / "_build")
+    src = book.source_dir("x") / "notebooks"
+    src.mkdir(parents=True)
+    nbformat.write(nbformat.read(nbdir / "01_toy_2d.ipynb", as_version=4), src / "01_toy_2d.ipynb")
+    why = "not computed yet: student shapes/vanilla seed 0 (abc) is not in artifacts/; compute it with `make s`"
+    (tmp_path / "_build" / "x" / "skipped.json").write_text(json.dumps(
+        {"02_t_star": why, "03_evr_elbow": f"{book.DATA_UNAVAILABLE}: no CIFAR-10"}))
+    staged = book.stage("x")
+    page = (staged / "notebooks" / "02_t_star.md").read_text()
+    assert page.startswith("# 2. The time t*\n") and "Results pending" in page
+    assert "`student shapes/vanilla seed 0 (abc)`, computed by `make s`." in page
+    assert "**Paper:** Fig. 2" in page and "glue" not in page and "artifacts/" not in page
+    toc = (staged / "_toc.yml").read_text()
+    assert "notebooks/02_t_star" in toc and "notebooks/03_evr_elbow" not in toc
+    table = yaml.safe_load((staged / "_config.yml").read_text())["parse"]["myst_substitutions"]["chapter_table"]
+    assert "{doc}`/notebooks/02_t_star`" in table and "results pending" in table
+    assert "{doc}`/notebooks/03_evr_elbow`" not in table

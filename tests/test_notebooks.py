@@ -128,8 +128,8 @@ def test_robustness_notebook_smoke():
     from paperlib.robustness import CLAIM_TESTS
 
     g = _run("07_robustness")  # evaluates chapter 6's smoke students (run just before, in file order)
-    for name in ["table_cost", "table1", "fig_severity", "table2", "table_square", "table_eps8", "fig_scatter",
-                 "table_checks", "answer"]:
+    for name in ["table_cost", "table1_attacks", "table1_corruptions", "fig_severity", "table2",
+                 "table_square", "table_eps8", "fig_scatter", "table_checks", "answer"]:
         assert name in g, name
     settings = profile_parameters("smoke", "07_robustness")["SETTINGS"]
     for ds in DATASETS:

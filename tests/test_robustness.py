@@ -531,7 +531,7 @@ def test_book_table_shows_the_paper_beside_its_own_dataset_only() -> None:
     cifar = R.seed_table(_attack_frame({"cadistill": [0.5, 0.6], "vanilla": [0.3, 0.4]}), "table1")
     shapes = R.seed_table(_attack_frame({"cadistill": [0.7, 0.8], "vanilla": [0.6, 0.7]}), "table1")
     shown = R.book_table({"shapes": {"table1": shapes}, "cifar10": {"table1": cifar}}, "table1")
-    paper = "paper: CIFAR-10, ResNet-18"
+    paper = "paper"
     assert list(shown.index) == [("shapes", "vanilla", "ours"), ("shapes", "cadistill", "ours"),
                                  ("cifar10", "vanilla", "ours"), ("cifar10", "vanilla", paper),
                                  ("cifar10", "cadistill", "ours"), ("cifar10", "cadistill", paper)]
@@ -539,3 +539,14 @@ def test_book_table_shows_the_paper_beside_its_own_dataset_only() -> None:
     assert shown.loc[("shapes", "cadistill", "ours"), "PGD"] == "75.0\u00a0±\u00a07.1"  # never wraps
     assert R.cell_texts(cifar)[("vanilla", "pgd")] == "35.0 ± 7.1"
     assert "not run" in R.book_table({"shapes": {}}, "table2").columns
+    frame = _attack_frame({"cadistill": [0.5, 0.6], "vanilla": [0.3, 0.4]},
+                          corruption={"cadistill": [0.7, 0.8], "vanilla": [0.6, 0.7]})
+    frame = pd.concat([frame, frame[frame.metric == "mean"].assign(metric="clean", value=0.95)])
+    part = R.book_table({"cifar10": {"table1": R.seed_table(frame, "table1")}}, "table1",
+                        columns=R.TABLE1_PARTS["corruptions"])
+    assert list(part.columns) == ["seeds", "Clean (same images)", "Corruption"]
+    assert part.loc[("cifar10", "cadistill", "ours"), "Clean (same images)"].startswith("95.0")
+    assert part.loc[("cifar10", "cadistill", paper), "Clean (same images)"] == "93.1"  # the paper's test accuracy
+    assert part.loc[("cifar10", "cadistill", paper), "Corruption"] == "77.7"
+    with pytest.raises(ValueError, match="no columns"):
+        R.book_table({"cifar10": {"table1": cifar}}, "table1", columns=["nope"])
