@@ -103,11 +103,35 @@ def book_environment(log_file: Path, read_only: bool = False) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _ipc_kernel_manager() -> type:
+    """jupyter_client's ``AsyncKernelManager`` on IPC sockets under a fresh temporary prefix.
+
+    Over TCP, a kernel manager picks its five ports by binding and releasing them, so two processes starting
+    kernels at once (``execute(jobs=2)``) can draw the same port and one kernel dies before it answers
+    ("Address already in use"). Unix sockets with a per-kernel path prefix cannot collide.
+    """
+    import tempfile
+    import uuid
+
+    from jupyter_client import AsyncKernelManager
+    from traitlets import CaselessStrEnum, default
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return str(Path(tempfile.gettempdir()) / f"paperlib-kernel-{uuid.uuid4().hex[:12]}")
+
+    return IPCKernelManager
+
+
 def execute_notebook(path: Path, profile: str, log_output: bool = False, read_only: bool = False
                      ) -> tuple[Path, float]:
     """Execute one notebook with papermill; returns the executed copy and its wall time in seconds.
 
-    The kernel runs in :func:`book_environment`: its logging goes to :func:`log_path`, not to the page.
+    The kernel runs in :func:`book_environment`: its logging goes to :func:`log_path`, not to the page; it
+    talks over IPC sockets (:func:`_ipc_kernel_manager`), so parallel runs never race for a port.
     """
     import papermill as pm
 
@@ -121,6 +145,7 @@ def execute_notebook(path: Path, profile: str, log_output: bool = False, read_on
         pm.execute_notebook(
             str(path), str(out), parameters=profile_parameters(profile, path.stem), kernel_name="python3",
             cwd=str(NOTEBOOK_DIR), log_output=log_output, progress_bar=False,
+            kernel_manager_class=_ipc_kernel_manager(),
         )
     hide_injected_parameters(out)
     return out, time.perf_counter() - start

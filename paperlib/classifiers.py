@@ -34,6 +34,10 @@ with twice the v2 widths (4-9x the v2 cost per step):
   from a three-conv ``HybridEmbed`` stem (3x3 conv-BN-ReLU at 32 px with 32 channels, then two stride-2 ones
   with 64 and 128 channels).
 
+The full v3 ResNet reached 87.7% (its training accuracy ended at 92.5%: too little capacity for 25 epochs), so
+``"v4"`` (:data:`CLASSIFIER_RECIPES` ``"v4"``) doubles its depth, two BasicBlocks per stage (a half-width CIFAR
+ResNet-18, 30 epochs), and keeps the v3 ConvNeXt and ViT.
+
 Training (:func:`train_classifier`) is resumable: a checkpoint after every epoch, on SIGTERM/Ctrl-C and when
 a time budget runs out; every epoch's batch order and every step's augmentation are seeded by
 ``(seed, epoch[, step])`` (``batch_rng="per_step"``, the v3 recipe), or drawn from one seeded stream whose
@@ -124,8 +128,9 @@ __all__ = [
 CLASSIFIER_ARCHS: tuple[str, ...] = ("resnet", "convnext", "vit")
 """The three families of the ensemble (stand-ins for the paper's ViT, Swin-V2 and ConvNeXt-V2)."""
 
-NETS: tuple[str, ...] = ("v2", "v3")
-"""Network designs per family: ``"v2"`` works at 16x16 after its stem, ``"v3"`` at 32x32 in its first stage."""
+NETS: tuple[str, ...] = ("v2", "v3", "v4")
+"""Network designs per family: ``"v2"`` works at 16x16 after its stem, ``"v3"`` at 32x32 in its first stage;
+``"v4"`` (ResNet only) is the v3 ResNet with two blocks per stage."""
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 """AdamW, or SGD with Nesterov momentum 0.9; both with a one-cycle schedule and no decay on norms and biases."""
@@ -181,9 +186,16 @@ _V3_PILOTS: dict[str, dict[str, float]] = {
 91%, ConvNeXt and ViT 86-89%, mean about 88.5%). Measured: the full v3 ResNet reached 87.7%, below the 90% the
 judges need, so its recipe is not the book's yet."""
 
+_V4_CIFAR10: dict[str, dict] = {
+    "resnet": {**_V3_CIFAR10["resnet"], "net": "v4", "epochs": 30},
+    "convnext": _V3_CIFAR10["convnext"], "vit": _V3_CIFAR10["vit"],  # the v3 ones: same keys, same artifacts
+}
+# Cost of the v4 ResNet: about twice the v3 ResNet's per step (twice the blocks), 30 epochs: ~5.7 CPU hours.
+
 CLASSIFIER_RECIPES: dict[str, dict[str, dict[str, dict]]] = {
     "v2": {ds: {arch: {"epochs": e} for arch, e in per.items()} for ds, per in RECOMMENDED_EPOCHS.items()},
     "v3": {"cifar10": _V3_CIFAR10},
+    "v4": {"cifar10": _V4_CIFAR10},
 }
 """Classifier recipes: ``recipe -> dataset -> family -> ClassifierConfig fields`` (the others default)."""
 
@@ -197,6 +209,7 @@ _VIT_STEM = (32, 64)  # v2 conv stem widths
 
 _V3_WIDTHS = (32, 64, 128, 256)  # v3 ResNet and ConvNeXt stage widths
 _V3_RESNET_LAYERS = (1, 1, 1, 1)
+_V4_RESNET_LAYERS = (2, 2, 2, 2)  # a half-width CIFAR ResNet-18
 _V3_CONVNEXT_DEPTHS = (1, 1, 2, 1)
 _V3_CONVNEXT_KERNELS = (5, 5, 5, 3)
 _V3_VIT = {"embed_dim": 128, "depth": 6, "num_heads": 4, "mlp_ratio": 2.0}
@@ -279,8 +292,8 @@ class Classifier(nn.Module):
 
 
 def _make_net(arch: str, num_classes: int, image_size: int, net: str = "v2") -> nn.Module:
-    if net == "v3":
-        return _make_net_v3(arch, num_classes)
+    if net in ("v3", "v4"):
+        return _make_net_v3(arch, num_classes, _V4_RESNET_LAYERS if net == "v4" else _V3_RESNET_LAYERS)
     stride = image_size // 16  # stem stride: every v2 net works at 16x16 after its stem
     if arch == "resnet":
         net = ResNet(BasicBlock, layers=(1, 1, 1, 1), num_classes=num_classes, channels=_WIDTHS,
@@ -318,11 +331,12 @@ def _vit(num_classes: int, image_size: int, widths: Sequence[int], strides: Sequ
                              **dims)
 
 
-def _make_net_v3(arch: str, num_classes: int) -> nn.Module:
-    """The v3 designs: the first stage at the input resolution (stride-1 stems), see the module docstring."""
+def _make_net_v3(arch: str, num_classes: int, resnet_layers: Sequence[int] = _V3_RESNET_LAYERS) -> nn.Module:
+    """The v3 designs: the first stage at the input resolution (stride-1 stems), see the module docstring;
+    ``resnet_layers``: BasicBlocks per ResNet stage (v4: two)."""
     if arch == "resnet":
         # stem_type="deep" with stem_width w/2 makes timm size the stem output (and layer1's input) w ...
-        net = ResNet(BasicBlock, layers=_V3_RESNET_LAYERS, num_classes=num_classes, channels=_V3_WIDTHS,
+        net = ResNet(BasicBlock, layers=tuple(resnet_layers), num_classes=num_classes, channels=_V3_WIDTHS,
                      stem_type="deep", stem_width=_V3_WIDTHS[0] // 2)
         net.conv1 = nn.Conv2d(3, _V3_WIDTHS[0], 3, stride=1, padding=1, bias=False)  # ... then one 3x3 conv
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as timm inits convs
@@ -355,7 +369,8 @@ def make_classifier(
         mean: Per-channel mean of the ``[0, 1]`` inputs.
         std: Per-channel standard deviation of the ``[0, 1]`` inputs.
         seed: Seed of the initialisation (the global RNG is left untouched).
-        net: Design, one of :data:`NETS` (``"v3"`` is built for 32 px only).
+        net: Design, one of :data:`NETS` (``"v3"`` and ``"v4"`` are built for 32 px only, ``"v4"`` for the
+            ResNet only).
 
     Returns:
         A :class:`Classifier` in train mode, taking ``[B, 3, image_size, image_size]`` floats in ``[0, 1]``
@@ -364,8 +379,10 @@ def make_classifier(
     _check_arch_size(arch, image_size)
     if net not in NETS:
         raise ValueError(f"net must be one of {NETS}, got {net!r}")
-    if net == "v3" and image_size != 32:
-        raise ValueError(f"net 'v3' is built for image_size 32 (CIFAR-10), got {image_size}")
+    if net in ("v3", "v4") and image_size != 32:
+        raise ValueError(f"net {net!r} is built for image_size 32 (CIFAR-10), got {image_size}")
+    if net == "v4" and arch != "resnet":
+        raise ValueError(f"net 'v4' is a ResNet design (the v4 recipe trains the v3 {arch}), got arch {arch!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     with torch.random.fork_rng(devices=[]):  # timm initialises from the global generator

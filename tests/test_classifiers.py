@@ -251,7 +251,22 @@ def test_v3_nets_work_at_32x32_in_their_first_stage(arch):
     with pytest.raises(ValueError, match="net 'v3' is built for image_size 32"):
         make_classifier(arch, 10, 16, net="v3")
     with pytest.raises(ValueError, match="net must be one of"):
-        make_classifier(arch, 10, 32, net="v4")
+        make_classifier(arch, 10, 32, net="v9")
+
+
+def test_v4_is_the_v3_resnet_with_two_blocks_per_stage():
+    v3, v4 = make_classifier("resnet", 10, 32, net="v3"), make_classifier("resnet", 10, 32, net="v4")
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        assert len(getattr(v3.net, name)) == 1 and len(getattr(v4.net, name)) == 2
+        assert getattr(v3.net, name)[0].conv1.out_channels == getattr(v4.net, name)[1].conv2.out_channels
+    assert _first_stage_side(v4) == 32
+    assert predict(v4, random_images(2, 32)).shape == (2, 10)
+    for arch in ("convnext", "vit"):
+        with pytest.raises(ValueError, match="net 'v4' is a ResNet design"):
+            make_classifier(arch, 10, 32, net="v4")
+        assert recipe_config("v4", "cifar10", arch) == recipe_config("v3", "cifar10", arch)  # same artifacts
+    cfg = recipe_config("v4", "cifar10", "resnet")
+    assert cfg.net == "v4" and cfg.epochs == 30 and cfg.optimizer == "sgd"
 
 
 def test_v2_configs_keep_the_keys_of_the_committed_artifacts():
