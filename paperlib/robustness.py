@@ -861,35 +861,34 @@ def cell_texts(table: pd.DataFrame, digits: int = 1) -> dict[tuple[str, str], st
 
 def display_table(table: pd.DataFrame, paper: Mapping[str, Mapping[str, float]] | None = None,
                   paper_label: str = "paper") -> pd.DataFrame:
-    """:func:`seed_table` as the book shows it: per method a row ``ours`` (mean ± std over seeds, %) and, if
-    the paper reports that method, a row ``paper_label`` with its numbers under ours ("—" where it has none);
-    a first column with the number of seeds. One column per measure keeps the table within the page.
+    """:func:`seed_table` as the book shows it: per method a row ``"<method> (<seeds>)"`` (mean ± std over
+    seeds, %; the seed count is the fewest over its columns) and, if the paper reports that method, a row
+    ``paper_label`` with its numbers under ours ("—" where it has none). One column per measure and one index
+    level keep a table of eight measures within the page.
 
     Args:
         table: :func:`seed_table`.
         paper: ``method -> column id -> %`` (e.g. :data:`PAPER_TABLE1_CIFAR10`).
-        paper_label: Row label of the paper's numbers (say which paper table, model and dataset).
+        paper_label: Row label of the paper's numbers (the caption says which table, model and dataset).
 
     Returns:
-        DataFrame of strings indexed by ``(method, "ours" | paper_label)``, columns ``seeds`` and the
-        :data:`COLUMN_LABELS` of the measures.
+        DataFrame of strings indexed by row label (``method (seeds)``), columns the :data:`COLUMN_LABELS` of
+        the measures.
     """
     import pandas as pd
 
     paper = paper or {}
     ids = list(dict.fromkeys(table.columns.get_level_values(0)))
-    labels = [COLUMN_LABELS.get(c, c) for c in ids]
     rows, index = [], []
     for m in table.index:
         seeds = int(table.loc[m, [(c, "seeds") for c in ids]].min())
-        ours = [cell_text(table, m, c).replace(" ± ", "\u00a0±\u00a0") for c in ids]
-        rows.append([seeds, *ours])
-        index.append((m, "ours"))
+        rows.append([cell_text(table, m, c).replace(" ± ", "\u202f±\u202f") for c in ids])
+        index.append(f"{m} ({seeds})")
         if m in paper:
-            rows.append(["", *(f"{paper[m][c]:.1f}" if c in paper[m] else "—" for c in ids)])
-            index.append((m, paper_label))
-    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["method", ""]),
-                        columns=["seeds", *labels])
+            rows.append([f"{paper[m][c]:.1f}" if c in paper[m] else "—" for c in ids])
+            index.append(paper_label)
+    return pd.DataFrame(rows, index=pd.Index(index, name="method (seeds)"),
+                        columns=[COLUMN_LABELS.get(c, c) for c in ids])
 
 
 PAPER_TABLES: dict[str, tuple[str, Mapping[str, Mapping[str, float]]]] = {

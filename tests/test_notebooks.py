@@ -10,6 +10,13 @@ from paperlib.book import execute_notebook, glued, notebooks, profile_parameters
 pytestmark = pytest.mark.notebook
 
 
+@pytest.fixture(autouse=True)
+def _notebook_cache(tmp_path_factory, monkeypatch):
+    """The chapters share one cache of their own (chapter 3 reads chapter 2's choices), apart from the unit
+    tests', which record choices of their own in the smoke profile."""
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path_factory.getbasetemp() / "notebook-cache"))
+
+
 def _mean(text: str) -> float:
     return float(re.match(r"\s*(-?[\d.]+)", text).group(1))
 

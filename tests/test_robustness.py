@@ -424,14 +424,12 @@ def test_seed_table_means_and_sample_std_over_seeds() -> None:
 def test_display_table_puts_the_papers_numbers_beside_ours() -> None:
     frame = _attack_frame({"cadistill": [0.5], "vanilla": [0.3]})
     shown = R.display_table(R.seed_table(frame, "table1"), R.PAPER_TABLE1_CIFAR10, "paper (ResNet-18)")
-    assert shown.loc[("cadistill", "ours"), "PGD"] == "50.0 (1 seed)"
-    assert shown.loc[("cadistill", "paper (ResNet-18)"), "PGD"] == "47.9"
-    assert shown.loc[("vanilla", "paper (ResNet-18)"), "CW"] == "20.9"
-    assert shown.loc[("vanilla", "paper (ResNet-18)"), "worst case"] == "—"  # the paper has no worst case
-    assert shown.loc[("vanilla", "ours"), "seeds"] == 1
-    assert list(shown.index)[:2] == [("vanilla", "ours"), ("vanilla", "paper (ResNet-18)")]
-    assert list(R.display_table(R.seed_table(frame, "table1")).index) == [("vanilla", "ours"),
-                                                                        ("cadistill", "ours")]
+    assert list(shown.index) == ["vanilla (1)", "paper (ResNet-18)", "cadistill (1)", "paper (ResNet-18)"]
+    assert shown.loc["cadistill (1)", "PGD"] == "50.0 (1 seed)"
+    assert shown.iloc[3]["PGD"] == "47.9" and shown.iloc[1]["CW"] == "20.9"  # each under its own method
+    assert shown.iloc[1]["worst case"] == "—"  # the paper has no worst case
+    assert "seeds" not in shown.columns
+    assert list(R.display_table(R.seed_table(frame, "table1")).index) == ["vanilla (1)", "cadistill (1)"]
     assert R.PAPER_TABLE2_IMAGENET["cadistill"]["bg_gap"] == pytest.approx(5.4)
     assert R.PUBLIC_CONTEXT["in9_resnet50"]["bg_gap"] == pytest.approx(
         R.PUBLIC_CONTEXT["in9_resnet50"]["mixed_same"] - R.PUBLIC_CONTEXT["in9_resnet50"]["mixed_rand"])
@@ -531,12 +529,11 @@ def test_book_table_shows_the_paper_beside_its_own_dataset_only() -> None:
     cifar = R.seed_table(_attack_frame({"cadistill": [0.5, 0.6], "vanilla": [0.3, 0.4]}), "table1")
     shapes = R.seed_table(_attack_frame({"cadistill": [0.7, 0.8], "vanilla": [0.6, 0.7]}), "table1")
     shown = R.book_table({"shapes": {"table1": shapes}, "cifar10": {"table1": cifar}}, "table1")
-    paper = "paper"
-    assert list(shown.index) == [("shapes", "vanilla", "ours"), ("shapes", "cadistill", "ours"),
-                                 ("cifar10", "vanilla", "ours"), ("cifar10", "vanilla", paper),
-                                 ("cifar10", "cadistill", "ours"), ("cifar10", "cadistill", paper)]
-    assert shown.loc[("cifar10", "cadistill", paper), "PGD"] == "47.9"
-    assert shown.loc[("shapes", "cadistill", "ours"), "PGD"] == "75.0\u00a0±\u00a07.1"  # never wraps
+    assert list(shown.index) == [("shapes", "vanilla (2)"), ("shapes", "cadistill (2)"),
+                                 ("cifar10", "vanilla (2)"), ("cifar10", "paper"),
+                                 ("cifar10", "cadistill (2)"), ("cifar10", "paper")]
+    assert shown.iloc[5]["PGD"] == "47.9"
+    assert shown.loc[("shapes", "cadistill (2)"), "PGD"] == "75.0\u202f±\u202f7.1"  # never wraps
     assert R.cell_texts(cifar)[("vanilla", "pgd")] == "35.0 ± 7.1"
     assert "not run" in R.book_table({"shapes": {}}, "table2").columns
     frame = _attack_frame({"cadistill": [0.5, 0.6], "vanilla": [0.3, 0.4]},
@@ -544,9 +541,9 @@ def test_book_table_shows_the_paper_beside_its_own_dataset_only() -> None:
     frame = pd.concat([frame, frame[frame.metric == "mean"].assign(metric="clean", value=0.95)])
     part = R.book_table({"cifar10": {"table1": R.seed_table(frame, "table1")}}, "table1",
                         columns=R.TABLE1_PARTS["corruptions"])
-    assert list(part.columns) == ["seeds", "Clean (same images)", "Corruption"]
-    assert part.loc[("cifar10", "cadistill", "ours"), "Clean (same images)"].startswith("95.0")
-    assert part.loc[("cifar10", "cadistill", paper), "Clean (same images)"] == "93.1"  # the paper's test accuracy
-    assert part.loc[("cifar10", "cadistill", paper), "Corruption"] == "77.7"
+    assert list(part.columns) == ["Clean (same images)", "Corruption"]
+    assert part.loc[("cifar10", "cadistill (2)"), "Clean (same images)"].startswith("95.0")
+    assert part.iloc[3]["Clean (same images)"] == "93.1"  # the paper's test accuracy
+    assert part.iloc[3]["Corruption"] == "77.7"
     with pytest.raises(ValueError, match="no columns"):
         R.book_table({"cifar10": {"table1": cifar}}, "table1", columns=["nope"])

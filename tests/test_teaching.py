@@ -94,7 +94,8 @@ def test_row_table_maps_training_rows_to_entries():
         bank.row_table(int(bank.indices.max()))
 
 
-def test_recorded_bank_is_the_one_book_bank_uses(cdm):
+def test_recorded_bank_is_the_one_book_bank_uses(cdm, tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path / "cache"))  # the smoke chapters' choices stay theirs
     bank = TeachingBank("clarid", "shapes", cdm.labels[:6], torch.arange(6), torch.randn(6, 3),
                         cdm.images[:6], None, {"cdm": cdm.manifest["key"], "data": cdm.manifest["data"]})
     save_bank(bank)
@@ -133,7 +134,9 @@ def test_raw_bank_holds_every_training_image_one_to_one_and_resumes(cdm, monkeyp
     assert bank.meta["feature"] == {"layer": "mid", "t": 200, "num_steps": 10, "condition": "class"}
 
 
-def test_bank_from_todays_caches_reads_the_recorded_run_and_features(cdm):
+def test_bank_from_todays_caches_reads_the_recorded_run_and_features(cdm, tmp_path, monkeypatch):
+    # a private cache: the choices recorded here must not replace the smoke chapters' (same session cache)
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path / "cache"))
     cfg = ClaridConfig(t_star=500, K=4, num_steps=10, cfg_scales=(3.0,), method="exact")
     for name, value in [("clarid", {"config": cfg.to_dict(), "n_images": 6, "seed": 0}),
                         ("feature_layer", "mid"), ("feature_t", 300), ("feature_layer_null", "mid"),
