@@ -373,6 +373,9 @@ def stage(profile: str) -> Path:
             shutil.copy2(item, dest)
     pending = {stem: why for stem, why in left_out.items() if why.startswith(PENDING)}
     dropped = [stem for stem in left_out if stem not in pending]
+    for nb in notebooks():  # a page left from a build when this chapter was pending would shadow it
+        if nb.stem not in pending:
+            (src / "notebooks" / f"{nb.stem}.md").unlink(missing_ok=True)
     for stem, why in pending.items():
         (src / "notebooks" / f"{stem}.ipynb").unlink(missing_ok=True)
         (src / "notebooks" / f"{stem}.md").write_text(pending_page(stem, why))

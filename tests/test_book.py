@@ -366,3 +366,9 @@ def test_a_pending_chapter_gets_a_linked_page_and_a_chapter_without_data_is_drop
     table = yaml.safe_load((staged / "_config.yml").read_text())["parse"]["myst_substitutions"]["chapter_table"]
     assert "{doc}`/notebooks/02_t_star`" in table and "results pending" in table
     assert "{doc}`/notebooks/03_evr_elbow`" not in table
+    # once the chapter runs, its pending page goes: it would shadow the executed notebook
+    nbformat.write(nbformat.read(nbdir / "02_t_star.ipynb", as_version=4), src / "02_t_star.ipynb")
+    (tmp_path / "_build" / "x" / "skipped.json").write_text(json.dumps({"03_evr_elbow": book.DATA_UNAVAILABLE}))
+    staged = book.stage("x")
+    assert not (staged / "notebooks" / "02_t_star.md").exists()
+    assert (staged / "notebooks" / "02_t_star.ipynb").exists()
