@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -103,6 +104,7 @@ def book_environment(log_file: Path, read_only: bool = False) -> Iterator[None]:
                 os.environ[k] = v
 
 
+@functools.cache
 def _ipc_kernel_manager() -> type:
     """jupyter_client's ``AsyncKernelManager`` on IPC sockets under a fresh temporary prefix.
 

@@ -211,6 +211,7 @@ _VIT_STEM = (32, 64)  # v2 conv stem widths
 _V3_WIDTHS = (32, 64, 128, 256)  # v3 ResNet and ConvNeXt stage widths
 _V3_RESNET_LAYERS = (1, 1, 1, 1)
 _V4_RESNET_LAYERS = (2, 2, 2, 2)  # a half-width CIFAR ResNet-18
+_RESNET_LAYERS_32PX = {"v3": _V3_RESNET_LAYERS, "v4": _V4_RESNET_LAYERS}  # the 32 px designs' ResNet depths
 _V3_CONVNEXT_DEPTHS = (1, 1, 2, 1)
 _V3_CONVNEXT_KERNELS = (5, 5, 5, 3)
 _V3_VIT = {"embed_dim": 128, "depth": 6, "num_heads": 4, "mlp_ratio": 2.0}
@@ -293,8 +294,8 @@ class Classifier(nn.Module):
 
 
 def _make_net(arch: str, num_classes: int, image_size: int, net: str = "v2") -> nn.Module:
-    if net in ("v3", "v4"):
-        return _make_net_v3(arch, num_classes, _V4_RESNET_LAYERS if net == "v4" else _V3_RESNET_LAYERS)
+    if net in _RESNET_LAYERS_32PX:
+        return _make_net_v3(arch, num_classes, _RESNET_LAYERS_32PX[net])
     stride = image_size // 16  # stem stride: every v2 net works at 16x16 after its stem
     if arch == "resnet":
         net = ResNet(BasicBlock, layers=(1, 1, 1, 1), num_classes=num_classes, channels=_WIDTHS,
@@ -380,7 +381,7 @@ def make_classifier(
     _check_arch_size(arch, image_size)
     if net not in NETS:
         raise ValueError(f"net must be one of {NETS}, got {net!r}")
-    if net in ("v3", "v4") and image_size != 32:
+    if net in _RESNET_LAYERS_32PX and image_size != 32:
         raise ValueError(f"net {net!r} is built for image_size 32 (CIFAR-10), got {image_size}")
     if net == "v4" and arch != "resnet":
         raise ValueError(f"net 'v4' is a ResNet design (the v4 recipe trains the v3 {arch}), got arch {arch!r}")
