@@ -7,7 +7,7 @@ Each claim of the paper the book tests is one entry of :data:`CLAIMS`. The chapt
 - the values its ``ours`` template names (``"{dist_clarid} vs {dist_orig}"``), with their ± and counts.
 
 The results page (``notebooks/00_results.ipynb``, executed after the chapters) and the front page's chapter
-table (:func:`chapter_table`, put into ``book/intro.md`` when the book is staged) read those values from the
+table (:func:`chapter_table`, put into ``book/index.md`` when the book is staged) read those values from the
 executed notebooks (:func:`paperlib.book.glued`). A claim whose chapter is not written yet, was left out,
 or has not glued its verdict reads "not yet run". Adding a claim is adding one entry here and one
 ``glue_verdict`` call in its chapter.
