@@ -273,7 +273,7 @@ def execute(profile: str, names: list[str] | None = None, log_output: bool = Fal
         if status == "error":
             raise RuntimeError(f"[{profile}] {message}")
         if status == "left out":
-            left_out[nb.stem] = message.split(";")[0]
+            left_out[nb.stem] = message.strip()
             print(f"[{profile}] WARNING: {nb.name} left out of the book: {message}", flush=True)
             return
         timings[nb.stem] = round(seconds, 1)
@@ -332,23 +332,45 @@ def _reproduces_paragraphs(stem: str) -> list[str]:
     return [p for p in paragraphs if p and "{glue" not in p and "{numref" not in p]
 
 
+MISSING_RESULTS: dict[str, str] = {
+    "cdm": "a trained CDM",
+    "classifier": "a trained judge classifier",
+    "clarid_run": "a CLARID run over the chapter's images",
+    "edit_run": "the edit runs (CLARID and its matched controls over the t* × k map)",
+    "teaching_bank": "the teaching bank (Canonical Samples, CFG outputs and their features)",
+    "raw_features": "the CDM features of every training image (DMDistill's teacher)",
+    "student": "a trained student",
+    "robustness": "a robustness evaluation",
+}
+"""What a missing result is, in words, by the artifact stage a :class:`paperlib.cache.PendingRun` names."""
+
+
 def pending_page(stem: str, why: str) -> str:
     """The page (MyST Markdown) that stands in for a chapter whose published results are not computed yet:
-    its title, what it reproduces (from the notebook's "Reproduces" box) and what is missing.
+    its title, what it reproduces (from the notebook's "Reproduces" box), what is missing, why, and the
+    command that computes it.
 
     Args:
         stem: Notebook stem (``06_cadistill``).
-        why: The :class:`paperlib.cache.PendingRun` message that left it out (:func:`skipped`).
+        why: The :class:`paperlib.cache.PendingRun` message that left it out (:func:`skipped`), e.g.
+            ``"not computed yet: student shapes/vanilla seed 0 (5e7b…) is not in artifacts/; compute it
+            with `make students …`"``.
     """
     from paperlib.claims import chapter_title
 
     missing = why.removeprefix(f"{PENDING}: ").replace(" is not in artifacts/", "")
     missing, _, how = missing.partition("; compute it with ")
+    stage = missing.split(" ", 1)[0]
+    what = MISSING_RESULTS.get(stage)
+    first = f"{what} (`{missing}`)" if what else f"`{missing}`"
     lines = [f"# {chapter_title(stem)}", "", ":::{admonition} Results pending", ":class: warning",
              "This chapter's published results are not computed yet, so this book shows none of its numbers "
              "rather than numbers it does not have; its claims read *not yet run* on {doc}`/notebooks/00_results`. "
-             f"Its code and tests run in CI, and it runs end to end in the smoke profile. "
-             f"The first result missing: `{missing}`" + (f", computed by {how}." if how else "."),
+             "They wait on CPU time: the runs behind them take many hours on the project's two-core machine and are "
+             "made in resumable background pieces, after the CDMs they depend on have finished training "
+             "({doc}`/reproducibility` lists them). Meanwhile the chapter's code and tests run in CI, and the "
+             f"chapter runs end to end in the smoke profile. The first result missing: {first}"
+             + (f", computed by {how.strip()}." if how.strip() else "."),
              ":::", ""]
     for paragraph in _reproduces_paragraphs(stem):
         lines += [paragraph, ""]

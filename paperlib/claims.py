@@ -20,9 +20,12 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from paperlib.cache import PENDING
+
 VERDICTS: tuple[str, ...] = ("holds", "partly", "does not", "cannot tell", "not yet run")
 """What a verdict can say: the claim holds at our scale, partly (some datasets or seeds), does not, our
-measurement cannot decide it (e.g. a saturated metric), or it has not been run."""
+measurement cannot decide it (e.g. a saturated metric), or it has not been run (its chapter's results are
+pending, or the chapter is not written)."""
 
 ANSWER_WORDS: dict[str, str] = {"holds": "Yes", "partly": "Partly", "does not": "No",
                                 "cannot tell": "We cannot tell", "not yet run": "Not yet run"}
@@ -65,10 +68,10 @@ C = Claim
 CLAIMS: tuple[Claim, ...] = (
     C("toy_line", "§3.3, Fig. 5b", "CLARID moves class-1 samples onto a 1-D set, the class-1 core line",
       "in words: “most samples on a 1D manifold inside class 1”", "01_toy_2d",
-      "med distance to the line {dist_clarid} (originals {dist_orig}, CFG w=3 {dist_cfg3}); closer than "
+      "median distance to the line {dist_clarid} (originals {dist_orig}, CFG w=3 {dist_cfg3}); closer than "
       "CFG and a random direction in {n_repro} of {n_seeds} seeds", "tab-toy-seeds"),
     C("toy_cfg_away", "§3.3, Fig. 5c", "CFG mainly steers samples away from class 0",
-      "in words", "01_toy_2d", "med distance to the class-0 line {other_cfg5} at w=5 (originals "
+      "in words", "01_toy_2d", "median distance to the class-0 line {other_cfg5} at w=5 (originals "
       "{other_orig}); farther in {n_push} of {n_seeds} seeds", "tab-toy"),
     C("t_star_saturates", "§3.2.1, App. H.1, Fig. 20", "two-stage sampling accuracy rises with the switch "
       "time and saturates; t* is the saturation point", "t* lost (DiT, SD, CIFAR-10)", "02_t_star",
@@ -86,6 +89,12 @@ CLAIMS: tuple[Claim, ...] = (
       "{nmi0_shapes_original}, CIFAR-10 {nmi0_cifar10_clarid} vs {nmi0_cifar10_original}; class-conditioned, "
       "shapes {nmi_shapes_clarid} vs {nmi_shapes_original}, CIFAR-10 {nmi_cifar10_clarid} vs "
       "{nmi_cifar10_original}", "tab-nmi-null"),
+    C("nmi_clarid_adaptive", "§3.2.1, Fig. 4", "choosing k per sample, CLARID's features cluster by class "
+      "better than with any fixed k", "in words: “CLARID adaptively chooses k … and achieves the highest NMI” "
+      "(ImageNet-20, DiT-XL/2)", "04_nmi",
+      "image-only features: shapes CLARID {nmi0_shapes_clarid} vs the best fixed k {nmi0_shapes_best_k} "
+      "(k = {best_k0_shapes}); CIFAR-10 {nmi0_cifar10_clarid} vs {nmi0_cifar10_best_k} (k = {best_k0_cifar10})",
+      "tab-nmi-null"),
     C("nmi_cfg_above", "App. G.2", "CFG's features cluster above CLARID's", "CFG w=4 0.7808 vs CLARID 0.6108",
       "04_nmi", "CFG w=3 vs CLARID, image-only features: shapes {nmi0_shapes_cfg3} vs {nmi0_shapes_clarid}, "
       "CIFAR-10 {nmi0_cifar10_cfg3} vs {nmi0_cifar10_clarid}; class-conditioned: shapes {nmi_shapes_cfg3} vs "
@@ -107,47 +116,50 @@ CLAIMS: tuple[Claim, ...] = (
       "in pictures", "05b_matched_controls", "cells of the t* × k map where CLARID edits: shapes "
       "{regime_cells_shapes}, CIFAR-10 {regime_cells_cifar10} ({n_shapes} and {n_cifar10} images)", "tab-regime"),
     C("cadistill_clean_cifar10", "Table 1 (CIFAR-10, ResNet18)", "CaDistill keeps clean accuracy",
-      "93.1 (Vanilla 92.4)", "06_cadistill", "CaDistill {clean_cifar10_cadistill} vs Vanilla "
+      "93.1 % (Vanilla 92.4 %)", "06_cadistill", "CaDistill {clean_cifar10_cadistill} vs Vanilla "
       "{clean_cifar10_vanilla} (mean ± std over {n_seeds_cifar10} seeds)", "tab-distill-clean"),
     C("cadistill_robust_cifar10", "Table 1 (CIFAR-10)", "CaDistill is more robust to white-box attacks than "
-      "Vanilla, DMDistill and CFGDistill", "PGD 47.9 vs 33.4 / 41.3 / 43.7", "07_robustness",
+      "Vanilla, DMDistill and CFGDistill", "PGD accuracy 47.9 % vs 33.4 / 41.3 / 43.7 % (ε = 2/255)", "07_robustness",
       "PGD: CaDistill {table1_cifar10_cadistill_pgd}, Vanilla {table1_cifar10_vanilla_pgd}, DMDistill "
       "{table1_cifar10_dmdistill_pgd}, CFGDistill {table1_cifar10_cfgdistill_pgd} (over {n_seeds_cifar10} "
       "seeds); PGD, CW, APGD-DLR, APGD-CE: {checked_cadistill_robust_cifar10}", "tab-robust-table1"),
     C("cadistill_ordering_attacks_cifar10", "Table 1 (CIFAR-10)", "under attack the methods rank CaDistill > "
-      "CFGDistill > DMDistill > Vanilla", "PGD 47.9 > 43.7 > 41.3 > 33.4, the same order in all four attacks",
+      "CFGDistill > DMDistill > Vanilla",
+      "PGD accuracy 47.9 > 43.7 > 41.3 > 33.4 %, the same order in all four attacks",
       "07_robustness", "worst case of the four attacks: CaDistill {table1_cifar10_cadistill_worst}, CFGDistill "
       "{table1_cifar10_cfgdistill_worst}, DMDistill {table1_cifar10_dmdistill_worst}, Vanilla "
       "{table1_cifar10_vanilla_worst}; adjacent pairs × 4 attacks: {checked_cadistill_ordering_attacks_cifar10}",
       "tab-robust-checks"),
     C("cadistill_tenth_cifar10", "Table 1 (CIFAR-10)", "CLAReps of 10% of the data beat DMDistill on all of it",
-      "PGD 47.9 vs 41.3, CW 43.1 vs 32.8", "07_robustness",
+      "accuracy under PGD 47.9 vs 41.3 %, under CW 43.1 vs 32.8 %", "07_robustness",
       "PGD {table1_cifar10_cadistill_pgd} vs {table1_cifar10_dmdistill_pgd}, CW {table1_cifar10_cadistill_cw} "
       "vs {table1_cifar10_dmdistill_cw} (CLAReps of {bank_share_cifar10} of the data); "
       "{checked_cadistill_tenth_cifar10}", "tab-robust-table1"),
     C("cadistill_corruption_cifar10", "Table 1 (CIFAR-10-C)", "CaDistill generalises better to corruptions",
-      "77.7 (Vanilla 76.1)", "07_robustness", "CIFAR-10-C-style mean: CaDistill "
+      "77.7 % (Vanilla 76.1 %)", "07_robustness", "CIFAR-10-C-style mean: CaDistill "
       "{table1_cifar10_cadistill_corruption} vs Vanilla {table1_cifar10_vanilla_corruption}; "
       "{checked_cadistill_corruption_cifar10}", "tab-robust-table1"),
-    C("cadistill_ordering_corruption_cifar10", "Table 1 (CIFAR-10-C)", "under corruption the methods rank "
-      "CaDistill > CFGDistill > DMDistill > Vanilla", "77.7, 76.6, 76.7, 76.1 (the paper's own CFGDistill is "
-      "below DMDistill)", "07_robustness", "CaDistill {table1_cifar10_cadistill_corruption}, CFGDistill "
+    C("cadistill_ordering_corruption_cifar10", "Table 1 (CIFAR-10-C)", "under corruption CaDistill ranks first "
+      "and both other distilled students beat Vanilla", "CaDistill 77.7 %, CFGDistill 76.6 %, DMDistill 76.7 %, "
+      "Vanilla 76.1 %", "07_robustness", "CaDistill {table1_cifar10_cadistill_corruption}, CFGDistill "
       "{table1_cifar10_cfgdistill_corruption}, DMDistill {table1_cifar10_dmdistill_corruption}, Vanilla "
       "{table1_cifar10_vanilla_corruption}; {checked_cadistill_ordering_corruption_cifar10}", "fig-robust-severity"),
     C("cadistill_bg_gap_shapes", "Table 2 (ImageNet-9; ours on shapes)", "CaDistill relies less on the "
-      "background: a smaller BG-gap (Mixed-Same − Mixed-Rand) than Vanilla", "5.4 vs 6.9 points (89.0 − 83.6, "
-      "88.0 − 81.1)", "07_robustness", "shapes, BG-gap in points: CaDistill {table2_shapes_cadistill_bg_gap} vs "
+      "background: a smaller BG-gap (Mixed-Same − Mixed-Rand) than Vanilla",
+      "5.4 vs 6.9 points (89.0 − 83.6 %, 88.0 − 81.1 %; ImageNet-9)",
+      "07_robustness", "shapes, BG-gap in points: CaDistill {table2_shapes_cadistill_bg_gap} vs "
       "Vanilla {table2_shapes_vanilla_bg_gap}; {checked_cadistill_bg_gap_shapes}", "tab-robust-table2"),
     C("cadistill_square_cifar10", "Table 10 (ImageNet; ours on CIFAR-10)", "CaDistill resists the black-box "
-      "Square attack better than Vanilla", "25.6 vs 23.5 (ImageNet)", "07_robustness",
+      "Square attack better than Vanilla", "25.6 vs 23.5 % (ImageNet)", "07_robustness",
       "ε = 2/255, {square_queries} queries, {n_square_cifar10} images: CaDistill "
       "{square_cifar10_cadistill_square} vs Vanilla {square_cifar10_vanilla_square}; "
       "{checked_cadistill_square_cifar10}", "tab-robust-square"),
-    C("cadistill_imagenet", "Table 1 (ImageNet, ResNet50)", "CaDistill is more robust on ImageNet",
-      "PGD 21.9 (Vanilla 15.6), IM-A 6.7 (6.3)", ""),
-    C("backgrounds_challenge", "Table 2 (ImageNet)", "CaDistill relies less on the background",
-      "BG-Rand 83.6 (Vanilla 81.1)", ""),
-    C("square_attack", "Table 10 (ImageNet)", "CaDistill resists a black-box attack", "25.6 (Vanilla 23.5)", ""),
+    C("cadistill_imagenet", "Table 1 (ImageNet, ResNet50)", "at ImageNet scale, CaDistill is more robust",
+      "PGD 21.9 % (Vanilla 15.6 %), IM-A 6.7 % (6.3 %)", ""),
+    C("backgrounds_challenge", "Table 2 (ImageNet-9)", "at ImageNet scale, CaDistill relies less on the "
+      "background", "Mixed-Rand 83.6 % (Vanilla 81.1 %)", ""),
+    C("square_attack", "Table 10 (ImageNet)", "at ImageNet scale, CaDistill resists the black-box Square attack",
+      "25.6 % (Vanilla 23.5 %)", ""),
     C("nmi_dit", "App. G.2 (ImageNet-20, DiT-XL/2)", "the paper's NMI at its own scale",
       "CLARID 0.6108, CFG w=4 0.7808, CLARID + CFG w=3 0.7762", ""),
 )
@@ -202,6 +214,25 @@ def combine(verdicts: Iterable[str]) -> str:
     if not decided:
         return "cannot tell" if "cannot tell" in vs else "not yet run"
     return decided.pop() if len(decided) == 1 else "partly"
+
+
+def conjunction(verdicts: Iterable[str]) -> str:
+    """The verdict on "A and B" from the verdicts on A and on B: any "does not" -> "does not"; all "holds"
+    -> "holds"; otherwise (some "partly", or "holds" beside undecided parts) "partly"; nothing decided ->
+    "cannot tell" or "not yet run", as :func:`combine`.
+
+    Raises:
+        ValueError: if ``verdicts`` is empty or holds an unknown verdict.
+    """
+    vs = [check_verdict(v) for v in verdicts]
+    if not vs:
+        raise ValueError("conjunction needs at least one verdict")
+    decided = [v for v in vs if v in ("holds", "partly", "does not")]
+    if not decided:
+        return combine(vs)
+    if "does not" in decided:
+        return "does not"
+    return "holds" if len(decided) == len(vs) and set(decided) == {"holds"} else "partly"
 
 
 def share_verdict(k: int, n: int) -> str:
@@ -316,7 +347,8 @@ def results_table(values: Mapping[str, Mapping[str, str]], left_out: Mapping[str
 
     Args:
         values: :func:`chapter_values`.
-        left_out: Chapters left out of this book for want of data (their claims say so).
+        left_out: Chapters left out of this book (:func:`paperlib.book.skipped`): for want of data, or with
+            their results pending (a message starting with :data:`paperlib.cache.PENDING`); their claims say which.
         claims: The claims to list.
     """
     left_out = left_out or {}
@@ -325,7 +357,9 @@ def results_table(values: Mapping[str, Mapping[str, str]], left_out: Mapping[str
         v = verdict_of(c, values)
         ours = ours_of(c, values)
         if c.chapter in left_out:
-            ours = "left out of this build: its data was not available"
+            pending = left_out[c.chapter].startswith(PENDING)
+            ours = ("results pending: the chapter's page says what is missing" if pending
+                    else "left out of this build: its data was not available")
         if ours and c.shown and c.chapter in values:
             ours += f" ({{numref}}`{c.shown}`)"
         chap = (f"{{doc}}`{_chapter_number(c.chapter)} </notebooks/{c.chapter}>`" if c.chapter in values

@@ -991,7 +991,7 @@ DATASETS: tuple[str, ...] = (*TRAINED_DATASETS, "imagenet20")
 pretrained DiT-XL/2, :mod:`paperlib.imagenet`, :mod:`paperlib.dit`) needs a local ImageNet and a GPU (profile
 ``paper``)."""
 
-DATASET_NAMES: dict[str, str] = {"shapes": "shapes", "cifar10": "CIFAR-10"}
+DATASET_NAMES: dict[str, str] = {"shapes": "shapes", "cifar10": "CIFAR-10", "imagenet20": "ImageNet20"}
 """How the prose names each dataset."""
 
 

@@ -32,7 +32,7 @@ from paperlib.cache import artifact_exists, artifact_path, config_key, load_arti
 from paperlib.canonical import ClaridConfig, _check_run_inputs, invert_with_directions
 from paperlib.clarid import project_out
 from paperlib.controls import CONTROLS, control_directions, energy_fraction, lowfreq_basis
-from paperlib.data import fingerprint, from_model_range
+from paperlib.data import DATASET_NAMES, fingerprint, from_model_range
 from paperlib.diffusion import ddim_decode
 from paperlib.metrics import psnr, ssim
 from paperlib.models import CDM, clips_x0
@@ -44,7 +44,6 @@ STAGE_VERSION = 1
 METHODS = ("clarid", *CONTROLS)
 """Projection methods of an edit run; ``cfg`` (no projection) is always added."""
 
-DATASET_NAMES = {"shapes": "shapes", "cifar10": "CIFAR-10"}
 
 K_STAR = -1
 """The ``k`` of an edit that removes each image's own ``k*`` directions (elbow of its EVR curve)."""

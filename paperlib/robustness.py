@@ -1049,12 +1049,16 @@ class ClaimTest:
 
 
 _OVER_BASELINES = (("cadistill", "vanilla"), ("cadistill", "dmdistill"), ("cadistill", "cfgdistill"))
+_CORRUPTION_RANKING = (("cadistill", "cfgdistill"), ("cadistill", "dmdistill"), ("cfgdistill", "vanilla"),
+                       ("dmdistill", "vanilla"))
+"""The paper's corruption column ranks CaDistill first and Vanilla last, CFGDistill and DMDistill between
+(76.6 and 76.7 %): not the attack ranking's CFGDistill > DMDistill."""
 CLAIM_TESTS: dict[str, ClaimTest] = {
     "cadistill_robust_cifar10": ClaimTest("cifar10", "table1", PAPER_ATTACKS, _OVER_BASELINES),
     "cadistill_ordering_attacks_cifar10": ClaimTest("cifar10", "table1", PAPER_ATTACKS, ordering_pairs()),
     "cadistill_tenth_cifar10": ClaimTest("cifar10", "table1", PAPER_ATTACKS, (("cadistill", "dmdistill"),)),
     "cadistill_corruption_cifar10": ClaimTest("cifar10", "table1", ("corruption",), (("cadistill", "vanilla"),)),
-    "cadistill_ordering_corruption_cifar10": ClaimTest("cifar10", "table1", ("corruption",), ordering_pairs()),
+    "cadistill_ordering_corruption_cifar10": ClaimTest("cifar10", "table1", ("corruption",), _CORRUPTION_RANKING),
     "cadistill_bg_gap_shapes": ClaimTest("shapes", "table2", ("bg_gap",), (("cadistill", "vanilla"),), False),
     "cadistill_square_cifar10": ClaimTest("cifar10", "square", ("square",), (("cadistill", "vanilla"),)),
 }

@@ -88,9 +88,10 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> torch.de
     dev = _BOOK_DEVICE = resolve_device(device)
     use_style()
     if verbose:
+        where = "CPU" if dev.type == "cpu" else str(dev).upper()
         print(  # two short lines: they fit the page's code column
-            f"paperlib {__version__} | torch {torch.__version__} | python {platform.python_version()}\n"
-            f"device {dev} | threads {torch.get_num_threads()}/{os.cpu_count()} | seed {seed} | "
-            f"cache {display_path(cache_dir())}"
+            f"Run with paperlib {__version__}, torch {torch.__version__}, Python {platform.python_version()}\n"
+            f"on {where} ({torch.get_num_threads()} of {os.cpu_count()} threads), seed {seed}; "
+            f"scratch cache {display_path(cache_dir())}/"
         )
     return dev

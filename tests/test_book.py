@@ -303,7 +303,8 @@ def test_execute_runs_reading_chapters_in_parallel_and_summaries_last(monkeypatc
     # each chapter leaves a stamp with its thread count; the summary page sees both chapters' stamps
     _tiny_notebook(nbdir / "01_a.ipynb", f"import os, pathlib\npathlib.Path({str(stamp)!r}, 'a').write_text("
                                          "os.environ.get('OMP_NUM_THREADS', '-'))")
-    _tiny_notebook(nbdir / "02_b.ipynb", "raise RuntimeError('not computed yet: run b; then read it')")
+    _tiny_notebook(nbdir / "02_b.ipynb",
+                   "raise RuntimeError('not computed yet: run b is not in artifacts/; compute it with `make b`')")
     _tiny_notebook(nbdir / "03_c.ipynb", f"import os, pathlib\npathlib.Path({str(stamp)!r}, 'c').write_text("
                                          "os.environ.get('OMP_NUM_THREADS', '-'))")
     _tiny_notebook(nbdir / "00_summary.ipynb",
@@ -316,7 +317,8 @@ def test_execute_runs_reading_chapters_in_parallel_and_summaries_last(monkeypatc
         book.execute("x", jobs=2)
     timings = book.execute("x", read_only=True, jobs=2)
     assert set(timings) == {"01_a", "03_c", "00_summary"}
-    assert book.skipped("x") == {"02_b": "not computed yet: run b"}
+    # the whole message is kept: the pending page names the command from it
+    assert book.skipped("x") == {"02_b": "not computed yet: run b is not in artifacts/; compute it with `make b`"}
     threads = str(max(1, (__import__("os").cpu_count() or 1) // 2))
     assert (stamp / "a").read_text() == (stamp / "c").read_text() == threads
     out = capsys.readouterr().out
@@ -359,7 +361,8 @@ def test_a_pending_chapter_gets_a_linked_page_and_a_chapter_without_data_is_drop
     staged = book.stage("x")
     page = (staged / "notebooks" / "02_t_star.md").read_text()
     assert page.startswith("# 2. The time t*\n") and "Results pending" in page
-    assert "`student shapes/vanilla seed 0 (abc)`, computed by `make s`." in page
+    assert "a trained student (`student shapes/vanilla seed 0 (abc)`), computed by `make s`." in page
+    assert "They wait on CPU time" in page
     assert "**Paper:** Fig. 2" in page and "glue" not in page and "artifacts/" not in page
     toc = (staged / "_toc.yml").read_text()
     assert "notebooks/02_t_star" in toc and "notebooks/03_evr_elbow" not in toc

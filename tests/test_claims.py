@@ -12,6 +12,7 @@ from paperlib.claims import (
     Claim,
     answer,
     combine,
+    conjunction,
     ours_of,
     results_summary,
     results_table,
@@ -19,6 +20,17 @@ from paperlib.claims import (
     tally,
     verdict_of,
 )
+
+
+def test_conjunction_fails_when_any_part_fails():
+    assert conjunction(["holds", "does not"]) == "does not"  # "A and B" with B false is false, not "partly"
+    assert conjunction(["partly", "does not"]) == "does not"
+    assert conjunction(["holds", "holds"]) == "holds"
+    assert conjunction(["holds", "partly"]) == "partly"
+    assert conjunction(["holds", "cannot tell"]) == "partly"  # half decided: not a full yes
+    assert conjunction(["cannot tell", "not yet run"]) == "cannot tell"
+    with pytest.raises(ValueError, match="at least one"):
+        conjunction([])
 
 
 def test_combine_and_share_verdict():
@@ -79,6 +91,8 @@ def test_results_table_and_summary():
     assert "{doc}`1 </notebooks/01_x>`" in lines[2] and "{numref}`fig-x`" in lines[2] and "**holds**" in lines[2]
     assert lines[3].startswith("| 6 |") and "*not yet run*" in lines[3] and "{doc}" not in lines[3]
     assert "left out of this build" in results_table(values, {"01_x": "no data"}, claims=[C])
+    pending = results_table(values, {"01_x": "not computed yet: run x is not in artifacts/"}, claims=[C])
+    assert "results pending" in pending and "data was not available" not in pending
     assert results_summary(values, [C, D]) == "Of the paper's 2 claims listed here, 1 holds, 1 not yet run."
     assert tally(["holds", "holds", "does not"]) == "2 hold, 1 does not"
     pipe = Claim("p", "s", "a | b", "x", "01_x")

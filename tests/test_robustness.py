@@ -511,6 +511,23 @@ def test_claim_checks_decide_every_registered_claim() -> None:
     assert R.claim_checks({})[1].empty
 
 
+def test_corruption_ranking_is_the_papers_cadistill_first_vanilla_last_not_the_attack_order() -> None:
+    spread = [-0.01, 0.0, 0.01]
+    # The paper's corruption column: CFGDistill and DMDistill level (76.6 vs 76.7), between CaDistill and Vanilla.
+    level = {"cadistill": 0.80, "cfgdistill": 0.766, "dmdistill": 0.767, "vanilla": 0.70}
+    frame = _attack_frame({m: [0.4 + d for d in spread] for m in level},
+                          corruption={m: [v + d for d in spread] for m, v in level.items()})
+    tables = {"cifar10": {"table1": R.seed_table(frame, "table1")}}
+    verdicts, checked = R.claim_checks(tables)
+    assert verdicts["cadistill_ordering_corruption_cifar10"] == "holds"
+    rows = checked[checked.claim == "cadistill_ordering_corruption_cifar10"]
+    assert sorted(rows.comparison) == ["cadistill > cfgdistill", "cadistill > dmdistill", "cfgdistill > vanilla",
+                                       "dmdistill > vanilla"]
+    # Under the attack ranking's adjacent pairs the same numbers would not hold (cfgdistill vs dmdistill).
+    assert R.comparison_verdict(R.comparisons(tables["cifar10"]["table1"], R.ordering_pairs(),
+                                              ["corruption"])) != "holds"
+
+
 def test_severity_curves_average_the_corruptions_per_severity() -> None:
     from paperlib.corruptions import CORRUPTIONS, SEVERITIES
 
