@@ -421,6 +421,8 @@ def chapter_table(profile: str, stems: Sequence[str], results_doc: str = "/noteb
         link = f"{count} ({{doc}}`details <{results_doc}>`)" if count else "—"
         if stem in pending:
             ans = "results pending: the page says what is missing"
+        if not stem:
+            ans = ans or "needs a GPU: chapters 2–5 run in the `paper` profile ({doc}`/reproducibility`), not run here"
         ans = ans or ("—" if stem in values else "not yet run")
         rows.append(f"| {_cell(chap)} | {_cell(ans)} | {_cell(link)} |")
     return "\n".join(rows)
