@@ -3,8 +3,10 @@ hand-over of chosen values from one chapter to the next.
 
 Two-stage sampling runs the CDM unconditionally from ``T`` down to a switch time ``t_c`` and conditionally
 below it. The later the condition comes in (the smaller ``t_c``), the less of the image it can still decide,
-so the classifiers' accuracy on the samples rises with ``t_c`` and saturates; ``t*`` is the saturation point
-(spec §4: the first ``t_c`` within ``delta`` of the plateau [O]), with the Kneedle knee shown beside it.
+so the classifiers' accuracy on the samples rises with ``t_c`` and saturates; ``t*`` is the saturation point.
+The paper gives no rule for it; the book's (:func:`plateau_t_star` [O]) takes the earliest ``t_c`` whose paired
+gap to fully conditional sampling, and every later one's, is within ``z`` standard errors, and shows beside it a
+fixed tolerance (:func:`choose_t_star`: the first ``t_c`` within ``delta`` of the maximum) and the Kneedle knee.
 
 Chapters run in order; a value one chapter chooses (``t*``, the feature layer and time) is recorded with
 :func:`record_choice` and read by the next with :func:`load_choice`. The full profile keeps them in the
