@@ -68,11 +68,12 @@ C = Claim
 CLAIMS: tuple[Claim, ...] = (
     C("toy_line", "§3.3, Fig. 5b", "CLARID moves class-1 samples onto a 1-D set, the class-1 core line",
       "in words: “most samples on a 1D manifold inside class 1”", "01_toy_2d",
-      "median distance to the line {dist_clarid} (originals {dist_orig}, CFG w=3 {dist_cfg3}); closer than "
-      "CFG and a random direction in {n_repro} of {n_seeds} seeds", "tab-toy-seeds"),
+      "median distance to the line (mean ± std over {n_seeds} seeds): CLARID {dist_clarid}, a random direction "
+      "removed instead {dist_random}, originals {dist_orig}, CFG w=3 {dist_cfg3}; CLARID closer than CFG at "
+      "every scale and than the random direction in {n_repro} of {n_seeds} seeds", "tab-toy"),
     C("toy_cfg_away", "§3.3, Fig. 5c", "CFG mainly steers samples away from class 0",
       "in words", "01_toy_2d", "median distance to the class-0 line {other_cfg5} at w=5 (originals "
-      "{other_orig}); farther in {n_push} of {n_seeds} seeds", "tab-toy"),
+      "{other_orig}; mean ± std over {n_seeds} seeds); farther in {n_push} of {n_seeds} seeds", "tab-toy"),
     C("t_star_saturates", "§3.2.1, App. H.1, Fig. 20", "two-stage sampling accuracy rises with the switch "
       "time and saturates; t* is the saturation point", "t* lost (DiT, SD, CIFAR-10)", "02_t_star",
       "shapes {uncond_acc_shapes} → {cond_acc_shapes}, t* = {t_star_shapes}; CIFAR-10 {uncond_acc_cifar10} → "

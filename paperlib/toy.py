@@ -53,9 +53,10 @@ class ToyConfig:
     beta_start: float = _c(1e-4, "R", "linear beta schedule (DDPM)")
     beta_end: float = _c(0.02, "R", "linear beta schedule (DDPM)")
     p_uncond: float = _c(0.1, "O", "label dropout, gives the null branch for CFG")
-    steps: int = _c(30_000, "O", "training iterations (Table 3 lost)")
+    steps: int = _c(30_000, "O", "training iterations (the paper's Table 3, lost from our copy)")
     batch_size: int = _c(1024, "O", "minibatch size")
-    lr: float = _c(1e-3, "O", "Adam [R] learning rate, cosine decay")
+    lr: float = _c(1e-3, "O", "learning rate of Adam (the optimiser is reconstructed from the text), "
+                   "cosine decay")
     lr_min: float = _c(1e-5, "O", "final learning rate")
     ema_decay: float = _c(0.999, "O", "EMA of the weights")
 

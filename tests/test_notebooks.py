@@ -47,8 +47,12 @@ def test_toy_notebook_smoke(monkeypatch):
         assert math.isfinite(value) and value >= 0, (name, g[name])
     assert 0 <= _mean(g["in_support"]) <= 100
     assert g["verdict"].strip("*") in {"reproduced", "partly reproduced", "not reproduced"}
-    assert 0 <= int(g["n_repro"]) <= int(g["n_seeds"])
+    assert 0 <= int(g["n_repro"]) <= int(g["n_beat_random"]) <= int(g["n_seeds"])
     assert "table_seeds" in g
+    # the comparison with the random-direction control is stated, in words and numbers
+    assert "random direction" in g["closer_on_average"] and "random direction" in g["answer"]
+    assert "std over" in g["answer"] and g["ratio_range"].startswith("from ")
+    assert all(_mean(g[n]) >= 0 for n in ["clarid_best", "random_best"])
 
 
 def _run(stem: str) -> dict[str, str]:

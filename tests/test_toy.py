@@ -1,3 +1,4 @@
+import re
 from dataclasses import replace
 
 import pytest
@@ -108,6 +109,8 @@ def test_provenance_covers_every_field():
     rows = provenance_table(ToyConfig())
     assert {r["tag"] for r in rows} <= {"S", "R", "O"}
     assert len(rows) == len(ToyConfig.__dataclass_fields__)
+    # the tag has its own column: a note reads as plain words, without "[R]" or "spec §"
+    assert not [r["note"] for r in rows if re.search(r"\[[SROL]\]|spec §", r["note"])]
 
 
 def test_top_direction_stats(toy_model, toy_cfg):
