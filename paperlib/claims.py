@@ -90,12 +90,6 @@ CLAIMS: tuple[Claim, ...] = (
       "{nmi0_shapes_original}, CIFAR-10 {nmi0_cifar10_clarid} vs {nmi0_cifar10_original}; class-conditioned, "
       "shapes {nmi_shapes_clarid} vs {nmi_shapes_original}, CIFAR-10 {nmi_cifar10_clarid} vs "
       "{nmi_cifar10_original}", "tab-nmi-null"),
-    C("nmi_clarid_adaptive", "§3.2.1, Fig. 4", "choosing k per sample, CLARID's features cluster by class "
-      "better than with any fixed k", "in words: “CLARID adaptively chooses k … and achieves the highest NMI” "
-      "(ImageNet-20, DiT-XL/2)", "04_nmi",
-      "image-only features: shapes CLARID {nmi0_shapes_clarid} vs the best fixed k {nmi0_shapes_best_k} "
-      "(k = {best_k0_shapes}); CIFAR-10 {nmi0_cifar10_clarid} vs {nmi0_cifar10_best_k} (k = {best_k0_cifar10})",
-      "tab-nmi-null"),
     C("nmi_cfg_above", "App. G.2", "CFG's features cluster above CLARID's", "CFG w=4 0.7808 vs CLARID 0.6108",
       "04_nmi", "CFG w=3 vs CLARID, image-only features: shapes {nmi0_shapes_cfg3} vs {nmi0_shapes_clarid}, "
       "CIFAR-10 {nmi0_cifar10_cfg3} vs {nmi0_cifar10_clarid}; class-conditioned: shapes {nmi_shapes_cfg3} vs "
