@@ -272,16 +272,25 @@ def heatmaps(tables: Mapping[str, pd.DataFrame], xlabel: str, ylabel: str, cbar_
     return fig
 
 
-def nmi_vs_k(table: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
-    """NMI against fixed ``k`` (methods ``k<n>``) with the other methods as points (Fig. 4 analogue).
+def nmi_vs_k(table: pd.DataFrame, colors: Mapping[str, str], k_star: Mapping[str, tuple[float, float]] | None = None,
+             labels: Mapping[str, str] | None = None, titles: Mapping[str, str] | None = None) -> Figure:
+    """NMI against the number ``k`` of removed directions (Fig. 4 analogue), one panel per dataset.
+
+    Fixed ``k`` (methods ``k<n>``) as a line, the reconstruction at ``k = 0``; CLARID and the random-direction
+    control at CLARID's mean ``k*`` (horizontal bar: the s.d. of ``k*`` over images), where both remove ``k*``
+    directions per image; the originals and pure CFG (``cfg<w>``), which remove none, as horizontal lines.
+    Vertical bars: s.d. over K-means seeds.
 
     Args:
         table: Indexed by ``(dataset, method)`` with columns ``NMI`` and ``std``.
         colors: :data:`METHOD_COLORS`.
+        k_star: ``dataset -> (mean, s.d.)`` of CLARID's ``k*``; without it CLARID is a horizontal line too.
+        labels: Legend names of the methods (default: the method names).
+        titles: Panel titles per dataset (default: the dataset names).
     """
+    labels, titles = dict(labels or {}), dict(titles or {})
     datasets = list(dict.fromkeys(table.index.get_level_values(0)))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 2.8), squeeze=False)
-    points = {"original": "original", "reconstruction": "reconstruction", "clarid": "clarid", "random": "random"}
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 2.9), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         t = table.loc[ds]
         ks = sorted(int(m[1:]) for m in t.index if m.startswith("k") and m[1:].isdigit())
@@ -289,20 +298,35 @@ def nmi_vs_k(table: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
             m = t.loc[[f"k{k}" for k in ks]]
             ax.errorbar(ks, m["NMI"], m["std"], color=colors["clarid"], lw=1, marker="o", ms=3, alpha=0.6,
                         label="fixed $k$")
-        x_right = (max(ks) if ks else 1) + 1.5
-        for name, key in points.items():
-            if name in t.index:
-                ax.errorbar([0 if name in ("original", "reconstruction") else x_right], [t.loc[name, "NMI"]],
-                            [t.loc[name, "std"]], color=colors[key], marker="s" if name != "clarid" else "*",
-                            ms=6 if name != "clarid" else 10, ls="none", label=name)
-        for name in [m for m in t.index if m.startswith("cfg")]:
-            ax.errorbar([x_right + 1], [t.loc[name, "NMI"]], [t.loc[name, "std"]], color=colors["cfg"], marker="D",
-                        ms=5, ls="none", label=f"CFG w={name[3:]}")
+        if "reconstruction" in t.index:
+            ax.errorbar([0], [t.loc["reconstruction", "NMI"]], [t.loc["reconstruction", "std"]], ls="none",
+                        color=colors["reconstruction"], marker="s", ms=5,
+                        label=labels.get("reconstruction", "reconstruction"))
+        lines = [m for m in t.index if m == "original" or m.startswith("cfg")]
+        if "clarid" in t.index and not (k_star and ds in k_star):
+            lines.append("clarid")
+        for name in lines:
+            key = "cfg" if name.startswith("cfg") else name
+            ax.axhline(t.loc[name, "NMI"], color=colors[key], lw=1.2, ls=":" if name == "original" else "--",
+                       label=labels.get(name, name))
+        if k_star and ds in k_star:
+            mean, sd = k_star[ds]
+            for name, marker, ms in (("random", "s", 6), ("clarid", "*", 11)):
+                if name in t.index:
+                    ax.errorbar([mean], [t.loc[name, "NMI"]], yerr=[t.loc[name, "std"]], xerr=[sd], ls="none",
+                                color=colors[name], marker=marker, ms=ms, capsize=2, lw=0.8,
+                                label=labels.get(name, name))
         ax.set_xlabel("$k$ (removed directions)")
         ax.set_ylabel("K-means NMI")
-        ax.set_title(ds)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+        ax.set_title(titles.get(ds, ds))
+    handles = dict(zip(*reversed(axes[0, 0].get_legend_handles_labels())))
+    cfgs = sorted(m for m in table.index.get_level_values(1) if m.startswith("cfg"))
+    wanted = [labels.get(m, m) for m in ("original", "reconstruction")] + ["fixed $k$"] + [
+        labels.get(m, m) for m in ("clarid", "random", *cfgs)]
+    names = [n for n in dict.fromkeys(wanted) if n in handles]
+    fig.legend([handles[n] for n in names], names, loc="lower center", ncol=3, fontsize=7,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     return fig
 
 

@@ -5,10 +5,13 @@ import pytest
 import torch
 
 from paperlib.metrics import (
+    bootstrap_nmi,
+    kmeans_clusters,
     kmeans_nmi,
     knee_point,
     linear_probe_accuracy,
     mean_std,
+    paired_interval,
     psnr,
     saturation_point,
     sliced_wasserstein,
@@ -77,6 +80,47 @@ def test_kmeans_nmi_seeds_and_errors():
         kmeans_nmi(x, y, seeds=())
     with pytest.raises(ValueError, match="n_init must be"):
         kmeans_nmi(x, y, n_init=0)
+
+
+def test_kmeans_clusters_are_what_kmeans_nmi_scores():
+    x, y = _blobs(n_per=60, k=5, d=4, spread=1.0, seed=2)
+    c = kmeans_clusters(x, y, seeds=(3, 4), n_init=2)
+    assert c.shape == (2, len(y)) and c.dtype == np.int64
+    assert kmeans_nmi(x, y, seeds=(3, 4), n_init=2) == kmeans_nmi(x, y, seeds=(3, 4), n_init=2, clusters=c)
+
+
+def test_bootstrap_nmi_scores_each_draw_like_sklearn():
+    from sklearn.metrics import normalized_mutual_info_score
+
+    x, y = _blobs(n_per=40, k=4, d=4, spread=1.0, seed=3)
+    c = kmeans_clusters(x, y, seeds=(0, 1, 2), n_init=2)
+    boot = bootstrap_nmi(y, c, n_boot=50, seed=7)
+    idx = np.random.default_rng(7).integers(0, len(y), size=(50, len(y)))  # the draws it documents
+    ref = [normalized_mutual_info_score(y[i], c[b % 3][i]) for b, i in enumerate(idx)]
+    np.testing.assert_allclose(boot, ref, atol=1e-12)
+    assert boot.std() > 0  # the draws vary the score
+    # the same seed gives the same draws for another clustering of the same images: paired replicates
+    other = bootstrap_nmi(y, c[::-1], n_boot=50, seed=7)
+    ref2 = [normalized_mutual_info_score(y[i], c[::-1][b % 3][i]) for b, i in enumerate(idx)]
+    np.testing.assert_allclose(other, ref2, atol=1e-12)
+    # degenerate tables as scikit-learn: one label and one cluster is a perfect match, independent ones 0
+    assert bootstrap_nmi(np.zeros(6, int), np.zeros((1, 6), int), n_boot=3).tolist() == [1.0, 1.0, 1.0]
+    assert bootstrap_nmi(np.array(list("ab" * 50)), np.zeros((1, 100), int), n_boot=5).max() == 0.0
+    with pytest.raises(ValueError, match="clusters must be"):
+        bootstrap_nmi(y, c[:, :-1])
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_nmi(y, c, n_boot=0)
+
+
+def test_paired_interval():
+    a = np.arange(101, dtype=float)
+    assert paired_interval(a + 1, a) == (1.0, 1.0)  # a constant difference
+    lo, hi = paired_interval(a, np.zeros(101), level=0.9)
+    assert (lo, hi) == pytest.approx((5.0, 95.0))
+    with pytest.raises(ValueError, match="paired"):
+        paired_interval(a, a[:-1])
+    with pytest.raises(ValueError, match="level"):
+        paired_interval(a, a, level=1.0)
 
 
 def test_saturation_point():

@@ -33,3 +33,23 @@ def test_training_curves_take_their_positions() -> None:
     np.testing.assert_allclose(default.axes[0].lines[0].get_xdata(), [1, 2, 3])  # epochs by default
     with pytest.raises(ValueError):
         plotting.training_curves({"p": {"vanilla": runs}}, "acc", x=[0, 1])
+
+
+def test_nmi_vs_k_puts_clarid_at_its_mean_k_star_and_cfg_as_a_line() -> None:
+    methods = ["original", "reconstruction", "k1", "k16", "k2", "clarid", "random", "cfg3"]
+    nmi = [0.5, 0.52, 0.55, 0.9, 0.6, 0.7, 0.51, 0.95]
+    table = pd.DataFrame({"NMI": nmi, "std": [0.01] * 8},
+                         index=pd.MultiIndex.from_product([["shapes"], methods], names=["dataset", "method"]))
+    labels = {"clarid": "CLARID (k*)", "cfg3": "CFG w=3", "original": "originals", "random": "random"}
+    fig = plotting.nmi_vs_k(table, plotting.METHOD_COLORS, k_star={"shapes": (4.2, 1.5)}, labels=labels,
+                            titles={"shapes": "Shapes"})
+    ax = fig.axes[0]
+    assert ax.get_title() == "Shapes"
+    fixed = next(c for c in ax.containers if c.get_label() == "fixed $k$")
+    np.testing.assert_allclose(np.asarray(fixed.lines[0].get_xdata(), float), [1, 2, 16])  # numeric order
+    star = next(c for c in ax.containers if c.get_label() == "CLARID (k*)")
+    np.testing.assert_allclose(np.asarray(star.lines[0].get_xydata(), float), [[4.2, 0.7]])
+    flat = {line.get_label(): line.get_ydata()[0] for line in ax.lines if line.get_label() in ("CFG w=3", "originals")}
+    assert flat == {"CFG w=3": 0.95, "originals": 0.5}
+    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "clarid" not in names and "CLARID (k*)" in names
