@@ -80,8 +80,8 @@ CLAIMS: tuple[Claim, ...] = (
       "{cond_acc_cifar10}, t* = {t_star_cifar10} (± s.e.)", "fig-tstar-curve"),
     C("kstar_varies", "App. H.2, Fig. 24", "the elbow k* varies from image to image (no collapse to one value)",
       "histogram of 78,000 images, values lost", "03_evr_elbow",
-      "shapes {distinct_shapes} values over {n_shapes} images (mode {mode_share_shapes}); CIFAR-10 "
-      "{distinct_cifar10} over {n_cifar10} (mode {mode_share_cifar10})", "fig-evr-kstar"),
+      "at K = {kstar_K}: shapes {distinct_shapes} distinct k* over {n_shapes} images (mode {mode_share_shapes}), "
+      "CIFAR-10 {distinct_cifar10} over {n_cifar10} (mode {mode_share_cifar10}); {collapsed}", "tab-evr-ksweep"),
     C("kstar_grows_with_K", "App. H.2", "a larger horizon K gives a larger k*", "stated, values lost",
       "03_evr_elbow", "mean k*: shapes {kstar_by_K_shapes}; CIFAR-10 {kstar_by_K_cifar10}", "tab-evr-ksweep"),
     C("nmi_clarid", "§3.2.1, Fig. 4", "CLARID's features cluster by class better than the originals'",
