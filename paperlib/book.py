@@ -111,6 +111,11 @@ def _ipc_kernel_manager() -> type:
     Over TCP, a kernel manager picks its five ports by binding and releasing them, so two processes starting
     kernels at once (``execute(jobs=2)``) can draw the same port and one kernel dies before it answers
     ("Address already in use"). Unix sockets with a per-kernel path prefix cannot collide.
+
+    jupyter_client interrupts (SIGINT) every kernel before asking it to shut down; a kernel still inside a
+    message handler then logs "KeyboardInterrupt caught in kernel." to the console. Papermill shuts a kernel
+    down only after its last cell, so the manager skips that interrupt (a kernel that does not exit is still
+    terminated after ``shutdown_wait_time``).
     """
     import tempfile
     import uuid
@@ -124,6 +129,10 @@ def _ipc_kernel_manager() -> type:
         @default("ip")
         def _ip_default(self) -> str:
             return str(Path(tempfile.gettempdir()) / f"paperlib-kernel-{uuid.uuid4().hex[:12]}")
+
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
 
     return IPCKernelManager
 

@@ -375,3 +375,31 @@ def test_a_pending_chapter_gets_a_linked_page_and_a_chapter_without_data_is_drop
     staged = book.stage("x")
     assert not (staged / "notebooks" / "02_t_star.md").exists()
     assert (staged / "notebooks" / "02_t_star.ipynb").exists()
+
+
+def test_kernel_manager_does_not_interrupt_a_kernel_it_is_shutting_down(monkeypatch):
+    import asyncio
+
+    from jupyter_client import AsyncKernelManager
+
+    from paperlib.book import _ipc_kernel_manager
+
+    sent = []
+
+    async def interrupt(self):
+        sent.append(self.shutting_down)
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_interrupt_kernel", interrupt)
+    km = _ipc_kernel_manager()()
+    asyncio.run(km._async_interrupt_kernel())
+    km.shutting_down = True
+    asyncio.run(km._async_interrupt_kernel())
+    assert sent == [False]
+    assert km.transport == "ipc" and km.ip.startswith(tempfile_prefix())
+
+
+def tempfile_prefix() -> str:
+    import tempfile
+    from pathlib import Path
+
+    return str(Path(tempfile.gettempdir()) / "paperlib-kernel-")
