@@ -32,6 +32,18 @@ def test_every_notebook_has_one_parameters_cell():
         assert set(profile_parameters("smoke", path.stem)) <= set(_parameter_names(tagged[0].source)), path.name
 
 
+def test_papermill_reads_every_parameter(caplog):
+    """papermill skips (with a console warning) a parameter line holding a second '=', e.g. in its comment."""
+    import nbformat
+    import papermill as pm
+
+    for path in notebooks():
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        caplog.clear()
+        assert set(pm.inspect_notebook(str(path))) == set(_parameter_names(cell.source)), path.name
+        assert "Unable to parse" not in caplog.text, path.name
+
+
 def _parameter_names(source: str) -> list[str]:
     return re.findall(r"^([A-Z_][A-Z0-9_]*)\s*=", source, flags=re.M)
 
