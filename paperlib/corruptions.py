@@ -69,6 +69,7 @@ from paperlib.validate import check_int, check_tensor, describe
 
 __all__ = [
     "CIFAR10C_PARAMS",
+    "CODE_VERSION",
     "CORRUPTIONS",
     "CORRUPTION_GROUPS",
     "NOT_ORDERED_BY_PIXEL_CHANGE",
@@ -116,6 +117,10 @@ CIFAR_SIZE = 32
 """Side of the images the CIFAR-10-C parameters are defined for."""
 
 _E = CIFAR_SIZE  # elastic: the reference writes its parameters as multiples of IMSIZE = 32
+
+CODE_VERSION = 2
+"""Bumped when a corruption's code changes what it outputs (2: glass blur copies pixels as the reference
+does); part of a corruption evaluation's cache key (:func:`paperlib.robustness.corruption_parameters_hash`)."""
 
 CIFAR10C_PARAMS: dict[str, tuple] = {
     # Hendrycks & Dietterich (2019), make_cifar_c.py; one entry per severity 1..5.
@@ -303,7 +308,9 @@ def _defocus_blur(x: np.ndarray, c: tuple, rngs: Rngs) -> np.ndarray:
 def _glass_blur(x: np.ndarray, c: tuple, rngs: Rngs) -> np.ndarray:
     sigma, delta, iterations = c
     b, h, w = x.shape[:3]
-    # Blur, quantise to uint8 (the reference's np.uint8: truncation), locally swap pixels, blur again.
+    # Blur, quantise to uint8 (the reference's np.uint8: truncation), locally shuffle pixels, blur again.
+    # The reference's "swap" `x[h, w], x[h2, w2] = x[h2, w2], x[h, w]` acts on NumPy views: it copies
+    # x[h2, w2] into x[h, w] and writes that copy back, so CIFAR-10-C was made with a copy, not a swap.
     y = np.floor(_gaussian_hw(x, sigma, "nearest") * 255).astype(np.float64)
     hs, ws = range(h - delta, delta, -1), range(w - delta, delta, -1)
     shifts = np.stack([r.integers(-delta, delta, size=(iterations, len(hs), len(ws), 2)) for r in rngs])
@@ -313,9 +320,7 @@ def _glass_blur(x: np.ndarray, c: tuple, rngs: Rngs) -> np.ndarray:
             for bb, ww in enumerate(ws):
                 dx, dy = shifts[:, it, a, bb, 0], shifts[:, it, a, bb, 1]
                 h2, w2 = hh + dy, ww + dx
-                here = y[idx, hh, ww].copy()
                 y[idx, hh, ww] = y[idx, h2, w2]
-                y[idx, h2, w2] = here
     return _gaussian_hw(y / 255, sigma, "nearest")
 
 

@@ -561,7 +561,8 @@ def _with_background(data: ShapesData, donor: np.ndarray) -> ShapesData:
     return ShapesData(images, data.labels, data.masks, backgrounds, factors)
 
 
-def backgrounds_challenge(data: ShapesData, seed: SeedLike) -> dict[str, ShapesData]:
+def backgrounds_challenge(data: ShapesData, seed: SeedLike, *, rand_from_other_class: bool = False
+                          ) -> dict[str, ShapesData]:
     """The Backgrounds Challenge splits (the paper's four of Table 2, and Mixed-Next), as exact composites.
 
     - ``original``: ``data`` unchanged;
@@ -569,7 +570,8 @@ def backgrounds_challenge(data: ShapesData, seed: SeedLike) -> dict[str, ShapesD
     - ``mixed_same``: foreground on the background of another random image of the same class (itself only if
       the class has a single image);
     - ``mixed_rand``: foreground on the background of a random image of a uniformly random class (the own
-      class included, as in Xiao et al.);
+      class included, as in Xiao et al.; with ``rand_from_other_class``, a uniformly random *other* class, as
+      the CLARID paper words it: "randomly chosen backgrounds from other classes");
     - ``mixed_next``: foreground on the background of a random image of the next class (``y + 1`` cyclically
       among the classes present; Xiao et al.'s fixed wrong-class pairing).
 
@@ -580,6 +582,7 @@ def backgrounds_challenge(data: ShapesData, seed: SeedLike) -> dict[str, ShapesD
     Args:
         data: The source set (every class that occurs is a donor pool).
         seed: ``int >= 0`` or ``numpy.random.Generator``.
+        rand_from_other_class: Mixed-Rand's donor class is never the image's own (needs two classes).
 
     Returns:
         ``{"original", "only_fg", "mixed_same", "mixed_rand", "mixed_next"} -> ShapesData``.
@@ -603,7 +606,13 @@ def backgrounds_challenge(data: ShapesData, seed: SeedLike) -> dict[str, ShapesD
 
     # mixed_rand: a uniform class among those present, then a uniform member of it.
     classes = np.array(sorted(pools))
-    donor_cls = classes[rng.integers(0, len(classes), size=n)]
+    if rand_from_other_class:
+        if len(classes) < 2:
+            raise ValueError("rand_from_other_class needs images of at least two classes")
+        shift = rng.integers(1, len(classes), size=n)
+        donor_cls = classes[(np.searchsorted(classes, labels) + shift) % len(classes)]
+    else:
+        donor_cls = classes[rng.integers(0, len(classes), size=n)]
     u = rng.random(n)
     rand = np.array([pools[int(c)][int(x * len(pools[int(c)]))] for c, x in zip(donor_cls, u, strict=True)])
     rand = rand.astype(np.int64).reshape(n)

@@ -214,3 +214,21 @@ def test_frost_textures_are_the_packaged_photographs() -> None:
     for i in range(len(C._FROST_FILES)):
         img = C._frost_image(i)
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) > 32
+
+
+def test_glass_blur_shuffles_as_the_reference_code_does() -> None:
+    """The reference's swap line on NumPy views copies rather than swaps; with no blur (sigma 0) ours equals
+    that loop run verbatim on the same shift draws."""
+    delta, iterations, seed = 1, 2, 3
+    img = np.random.default_rng(0).integers(0, 256, size=(12, 12, 3)).astype(np.float64)
+    ours = C._glass_blur((img[None] + 0.5) / 255, (0, delta, iterations), [np.random.default_rng(seed)])[0]
+    shifts = np.random.default_rng(seed).integers(-delta, delta, size=(iterations, 12 - 2 * delta, 12 - 2 * delta, 2))
+    x = img.copy()
+    for it in range(iterations):
+        for a, h in enumerate(range(12 - delta, delta, -1)):
+            for b, w in enumerate(range(12 - delta, delta, -1)):
+                dx, dy = shifts[it, a, b]
+                h_prime, w_prime = h + dy, w + dx
+                x[h, w], x[h_prime, w_prime] = x[h_prime, w_prime], x[h, w]
+    np.testing.assert_allclose(ours * 255, x, atol=1e-9)
+    assert sorted(x.ravel()) != sorted(img.ravel())  # not a permutation: pixels were copied

@@ -226,6 +226,16 @@ def test_challenge_mixed_next_keeps_the_other_splits(shapes: D.ShapesData) -> No
     assert torch.equal(got["mixed_same"].factors["bg_donor"], torch.from_numpy(same))
 
 
+def test_challenge_mixed_rand_from_other_classes(shapes: D.ShapesData) -> None:
+    """The paper's wording: Mixed-Rand donors never share the image's class; every other class occurs."""
+    got = D.backgrounds_challenge(shapes, seed=4, rand_from_other_class=True)
+    donor_cls = shapes.labels[got["mixed_rand"].factors["bg_donor"]]
+    assert (donor_cls != shapes.labels).all()
+    assert len(torch.unique(donor_cls[shapes.labels == 0])) == N_CLS - 1
+    default = D.backgrounds_challenge(shapes, seed=4)["mixed_rand"].factors["bg_donor"]
+    assert (shapes.labels[default] == shapes.labels).any()  # Xiao et al.'s draw keeps the own class
+
+
 def test_challenge_only_fg(shapes: D.ShapesData, challenge: dict[str, D.ShapesData]) -> None:
     split = challenge["only_fg"]
     inside = shapes.masks[:, None].expand_as(shapes.images)

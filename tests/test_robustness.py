@@ -209,7 +209,8 @@ def test_evaluation_is_resumable_and_independent_of_the_pieces(monkeypatch) -> N
         images = load_dataset(SHAPES, "test")[0][tensors["index"]]
         clean = (model(images.float() / 255).argmax(1) == y).double().mean().item()
     assert s["clean"] == pytest.approx(clean)
-    assert s["worst"] <= min(s["pgd"], s["apgd_ce"]) and set(s) == {"clean", "pgd", "apgd_ce", "worst", "worst_all"}
+    assert s["worst"] <= min(s["pgd"], s["apgd_ce"], s["clean"])
+    assert set(s) == {"clean", "pgd", "apgd_ce", "worst", "worst_linf", "worst_all"}
     assert manifest["model_sha"] == module_fingerprint(model) and manifest["config"]["student"] == "s1"
     assert tensors["pred.pgd"].dtype == torch.uint8 and len(tensors["index"]) == 80
 
@@ -235,6 +236,49 @@ def test_an_evaluation_does_not_change_what_runs_after_it() -> None:
     cfg["attacks"]["square"] = {**cfg["attacks"]["square"], "n_queries": 20}
     R.evaluate(model, "s4", SHAPES, cfg, progress=False)
     assert torch.equal(torch.rand(4), expected)
+
+
+def _attack_result(clean: list[int], pgd: list[int], cw: list[int]) -> tuple[dict, dict]:
+    """A made-up attacks result of three images of class 0 (1: predicted correctly)."""
+    y = torch.zeros(3, dtype=torch.uint8)
+    tensors = {"labels": y, **{f"pred.{k}": 1 - torch.tensor(v, dtype=torch.uint8)
+                               for k, v in (("clean", clean), ("pgd", pgd), ("cw", cw))},
+               "linf.cw": torch.tensor([1.0, 3.0, 7.0]) / 255, "l2.cw": torch.tensor([0.1, 0.2, 0.3])}
+    attacks = {"pgd": R.TABLE5_ATTACKS["pgd"], "cw": R.TABLE5_ATTACKS["cw"]}
+    return tensors, {"config": {"evaluation": "attacks", "attacks": attacks}}
+
+
+def test_worst_case_needs_a_correct_clean_prediction_and_cw_norms_are_reported() -> None:
+    # image 0: wrong clean but right under both attacks (a random start can do that): not robust
+    tensors, manifest = _attack_result(clean=[0, 1, 1], pgd=[1, 1, 1], cw=[1, 1, 0])
+    s = R.summarize(tensors, manifest)
+    assert s["pgd"] == 1 and s["cw"] == pytest.approx(2 / 3)
+    assert s["worst"] == pytest.approx(1 / 3) and s["worst_linf"] == pytest.approx(2 / 3)
+    assert s["cw_linf_median"] == pytest.approx(3 / 255) and s["cw_linf_max"] == pytest.approx(7 / 255)
+    assert s["cw_l2_median"] == pytest.approx(0.2)
+
+
+def test_cw_norms_are_stored_and_a_bounded_attack_must_stay_in_its_ball(monkeypatch) -> None:
+    model = _tiny()
+    cfg = R.evaluation_config("attacks", n=20, batch_size=10, chunk_size=20)
+    cfg["attacks"] = {"cw": R.TABLE5_ATTACKS["cw"], "pgd": R.TABLE5_ATTACKS["pgd"]}
+    tensors, _ = R.evaluate(model, "s_cw", SHAPES, cfg, progress=False)
+    assert tensors["linf.cw"].shape == (20,) and (tensors["l2.cw"] >= tensors["linf.cw"] - 1e-6).all()
+    assert "linf.pgd" not in tensors
+    real = R.attack
+    monkeypatch.setattr(R, "attack", lambda m, x, y, spec, seed=0: (real(m, x, y, spec, seed) + 3 / 255).clamp(0, 1)
+                        if spec["kind"] == "pgd" else real(m, x, y, spec, seed))
+    with pytest.raises(RuntimeError, match="ε-ball"):
+        R.evaluate(model, "s_cw2", SHAPES, cfg, progress=False)
+
+
+def test_the_corruption_key_follows_the_corruption_table(monkeypatch) -> None:
+    before = R.evaluation_config("corruptions")["parameters"]
+    monkeypatch.setitem(R.CIFAR10C_PARAMS, "contrast", (0.4, 0.3, 0.2, 0.1, 0.05))
+    assert R.evaluation_config("corruptions")["parameters"] != before
+    monkeypatch.undo()
+    monkeypatch.setattr(R, "CODE_VERSION", R.CODE_VERSION + 1)
+    assert R.evaluation_config("corruptions")["parameters"] != before
 
 
 def test_corruption_evaluation_summary() -> None:
@@ -332,7 +376,9 @@ def test_book_robustness_runs_every_evaluation_of_every_student() -> None:
     one = frame[(frame.student == "cadistill1")]
     assert set(one.evaluation) == {"training", "attacks", "backgrounds"}
     assert (one[one.evaluation == "attacks"].n == 20).all() and (one[one.evaluation == "backgrounds"].n == 20).all()
-    assert set(one[one.evaluation == "attacks"].metric) == {"clean", *R.TABLE5_ATTACKS, "worst", "worst_all"}
+    cw_norms = {"cw_linf_median", "cw_linf_max", "cw_l2_median"}
+    assert set(one[one.evaluation == "attacks"].metric) == {"clean", *R.TABLE5_ATTACKS, "worst", "worst_linf",
+                                                            "worst_all", *cw_norms}
     assert one.set_index("metric").loc["test_accuracy", "value"] == 0.5
     # Loaded again from the cache: the same numbers, and the compute time of the pieces is kept.
     again = R.book_robustness("shapes", ["vanilla", "cadistill"], [0, 1], "smoke", ["attacks", "backgrounds"],
@@ -426,8 +472,8 @@ def test_display_table_puts_the_papers_numbers_beside_ours() -> None:
     shown = R.display_table(R.seed_table(frame, "table1"), R.PAPER_TABLE1_CIFAR10, "paper (ResNet-18)")
     assert list(shown.index) == ["vanilla (1)", "paper (ResNet-18)", "cadistill (1)", "paper (ResNet-18)"]
     assert shown.loc["cadistill (1)", "PGD"] == "50.0 (1 seed)"
-    assert shown.iloc[3]["PGD"] == "47.9" and shown.iloc[1]["CW"] == "20.9"  # each under its own method
-    assert shown.iloc[1]["worst case"] == "—"  # the paper has no worst case
+    assert shown.iloc[3]["PGD"] == "47.9" and shown.iloc[1]["CW (L2, unbounded)"] == "20.9"  # each under its own method
+    assert shown.iloc[1]["worst of 4"] == "—"  # the paper has no worst case
     assert "seeds" not in shown.columns
     assert list(R.display_table(R.seed_table(frame, "table1")).index) == ["vanilla (1)", "cadistill (1)"]
     assert R.PAPER_TABLE2_IMAGENET["cadistill"]["bg_gap"] == pytest.approx(5.4)
