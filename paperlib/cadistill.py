@@ -70,12 +70,13 @@ trains students in resumable pieces (``make students``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -83,7 +84,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from paperlib import __version__
 from paperlib.cache import (
@@ -390,7 +391,8 @@ def distill_terms(
     """One step's loss terms (Eq. 6 for the recipe's method) on a minibatch, before the optimiser step.
 
     Draws the bank rows (:class:`Pairing`), augments the training images and the bank images alike with
-    ``generator``, runs the student once on both, and calls :func:`paperlib.distill.cadistill_loss`.
+    ``generator``, runs the student on the training images, then on the bank images (:func:`bank_pass`: their
+    own batch statistics, running statistics untouched), and calls :func:`paperlib.distill.cadistill_loss`.
 
     Args:
         model: The student (train mode).
@@ -419,11 +421,31 @@ def distill_terms(
         if bank.images is not None:
             x_bank = bank.images[rows]
     inputs = x if x_bank is None else torch.cat([x, x_bank])
-    inputs = random_crop_flip(inputs, generator, recipe.crop_padding, recipe.hflip)
-    logits, h = model.logits_and_features(inputs.float() / 255)
-    h_canon = None if x_bank is None else h[b:]
-    terms = cadistill_loss(logits[:b], y, h[:b], h_canon, f, recipe.weights)
-    return terms, logits[:b]
+    inputs = random_crop_flip(inputs, generator, recipe.crop_padding, recipe.hflip).float() / 255
+    logits, h = model.logits_and_features(inputs[:b])
+    h_canon = None
+    if x_bank is not None:
+        with bank_pass(model):
+            h_canon = model.features(inputs[b:])
+    terms = cadistill_loss(logits, y, h, h_canon, f, recipe.weights)
+    return terms, logits
+
+
+@contextlib.contextmanager
+def bank_pass(model: nn.Module) -> Iterator[nn.Module]:
+    """The Canonical Samples' (or CFG outputs') pass through the student [O]: batch norm normalises them by
+    their own batch statistics but leaves the running statistics alone, so the statistics used at test time
+    are the training images' for every method, and the CE term never sees the bank images' statistics (a
+    joint pass would shift both for CaDistill alone, whose Canonical Samples differ from training images in
+    mean and contrast)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in bns:
+        m.track_running_stats = False
+    try:
+        yield model
+    finally:
+        for m in bns:
+            m.track_running_stats = True
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -524,7 +546,7 @@ def train_student(
     pos = LoopPosition()
     run = _fresh_sums()
     config = {**recipe.to_dict(), "num_classes": num_classes, "image_size": size, "n_images": n,
-              "bank": None if bank is None else bank.fingerprint()}
+              "bank": None if bank is None else bank.fingerprint(recipe.condition)}
     data_fp = fingerprint(images, labels) if checkpoint is not None else ""
     if checkpoint is not None and artifact_exists(checkpoint):
         tensors, meta = load_artifact(checkpoint)
@@ -647,7 +669,7 @@ def load_or_train_student(
     _check_bank(recipe, bank, data_fingerprint)
     config = {**recipe.to_dict(), "num_classes": num_classes, "image_size": images.shape[-1],
               "n_images": images.shape[0], "data": data_fingerprint,
-              "bank": None if bank is None else bank.fingerprint()}
+              "bank": None if bank is None else bank.fingerprint(recipe.condition)}
     key = config_key(config, STAGE_VERSION)
     for pub in (True, False):
         path = artifact_path(STAGE, config, STAGE_VERSION, pub)
@@ -830,10 +852,6 @@ def main(argv: list[str] | None = None) -> None:
               f"{manifest.get('test_accuracy', math.nan):.4f} ({manifest['key']}, {manifest['wall_time_s']:.0f} s)")
 
 
-if __name__ == "__main__":
-    main()
-
-
 # ----------------------------------------------------------------------------------------------------------
 # What chapter 6 reports
 # ----------------------------------------------------------------------------------------------------------
@@ -980,3 +998,7 @@ def clean_verdict(table: pd.DataFrame, method: str = "cadistill", reference: str
     if abs(gap) <= noise:
         return f"{method} is within two standard errors of {reference} ({gap:+.2f} ± {noise:.2f} points)"
     return f"{method} is {'above' if gap > 0 else 'below'} {reference} by {abs(gap):.2f} points (± {noise:.2f})"
+
+
+if __name__ == "__main__":
+    main()

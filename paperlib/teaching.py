@@ -167,9 +167,22 @@ class TeachingBank:
             out["features_null"] = self.features_null
         return out
 
-    def fingerprint(self) -> str:
-        """16 hex characters hashing every tensor: identifies the teaching data in a student's key."""
-        return tensors_sha256(self.tensors())[:16]
+    def fingerprint(self, condition: str | None = None) -> str:
+        """16 hex characters hashing the bank's tensors: identifies the teaching data.
+
+        Args:
+            condition: ``None``: every tensor (the bank file's identity). ``"class"`` or ``"null"``: what a
+                student of that condition reads, leaving out the other condition's features, so a student's
+                key does not change when only the features it never reads do.
+        """
+        if condition not in (None, "class", "null"):
+            raise ValueError(f"condition must be None, 'class' or 'null', got {condition!r}")
+        t = self.tensors()
+        if condition == "class":
+            t.pop("features_null", None)
+        elif condition == "null":
+            t.pop("features")
+        return tensors_sha256(t)[:16]
 
     def rows_of(self, train_indices: Tensor, n_train: int) -> Tensor:
         """Each training-set row's entry in the bank, ``-1`` where it has none.
@@ -295,7 +308,8 @@ def bank_from_caches(cdm, profile: str, dataset: str, kind: str, num_steps: int 
         return raw_feature_bank(cdm, dataset, l_f, t_f, num_steps, publish=profile == "full", progress=progress,
                                 max_seconds=max_seconds)
     run, cfg = book_clarid_run(cdm, profile, dataset, progress=progress)
-    l0, t0 = load_choice(profile, dataset, "feature_layer_null"), load_choice(profile, dataset, "feature_t_null")
+    # The null-condition control changes the condition alone: its features are taken at the same (l_f, t_f).
+    l0, t0 = l_f, t_f
     publish = profile == "full"
     feats, m = canonical_features(cdm, run, cfg, l_f, t_f, num_steps, publish, progress)
     feats0, m0 = canonical_features(cdm, run, cfg, l0, t0, num_steps, publish, progress, condition="null")

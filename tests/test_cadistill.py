@@ -159,6 +159,49 @@ def test_each_method_has_exactly_its_terms(method):
         assert terms["cka"].item() > 0
 
 
+def test_each_role_is_played_by_the_right_images():
+    """Eval mode, no augmentation: the terms equal Eq. 6 recomputed from the student's own outputs, with CE and
+    the anchors on the training images and the drawn bank images as the Canonical Samples."""
+    recipe = replace(_recipe("cadistill"), crop_padding=0, hflip=False)
+    bank = _bank("clarid")
+    model = make_student(recipe.student, C, S).eval()
+    idx = torch.arange(8, 16)
+    pairing = Pairing(bank, LABELS, "random", C)
+    terms, logits = distill_terms(model, recipe, IMAGES[idx], LABELS[idx], idx, torch.Generator().manual_seed(3),
+                                  bank, pairing)
+    rows = pairing.draw(idx, LABELS[idx], torch.Generator().manual_seed(3))
+    x, xc = IMAGES[idx].float() / 255, bank.images[rows].float() / 255
+    want = cadistill.cadistill_loss(model(x), LABELS[idx], model.features(x), model.features(xc),
+                                    bank.features[rows], recipe.weights)
+    for name in ("ce", "align", "sep", "cka"):
+        torch.testing.assert_close(terms[name], want[name])
+    torch.testing.assert_close(logits, model(x))
+
+
+def test_bank_images_leave_batch_norm_running_statistics_alone():
+    """Train mode: the running statistics after a CaDistill step are those of a step on the training images
+    alone (the Canonical Samples pass through batch norm without updating them)."""
+    recipe = _recipe("cadistill")
+    bank = _bank("clarid")
+    idx = torch.arange(8, 16)
+    model = make_student(recipe.student, C, S).train()
+    alone = make_student(recipe.student, C, S).train()
+    alone.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    distill_terms(model, recipe, IMAGES[idx], LABELS[idx], idx, g, bank, Pairing(bank, LABELS, "random", C))
+    vanilla = replace(_recipe("vanilla"), crop_padding=0, hflip=False)
+    plain = replace(recipe, crop_padding=0, hflip=False)
+    m2 = make_student(recipe.student, C, S).train()
+    m2.load_state_dict(alone.state_dict())
+    distill_terms(m2, plain, IMAGES[idx], LABELS[idx], idx, torch.Generator(), bank,
+                  Pairing(bank, LABELS, "random", C))
+    distill_terms(alone, vanilla, IMAGES[idx], LABELS[idx], idx, torch.Generator())
+    for (name, a), b in zip(m2.state_dict().items(), alone.state_dict().values()):
+        if "running" in name or "num_batches" in name:
+            torch.testing.assert_close(a, b, msg=name)
+    assert all(m.track_running_stats for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
 def test_dmdistill_cka_uses_the_batch_images_own_features():
     recipe = _recipe("dmdistill")
     bank = _bank("raw")
@@ -272,7 +315,8 @@ def test_saved_student_carries_its_manifest_and_loads_again():
     for field in ("key", "config", "data", "method", "seed", "dataset", "epochs", "wall_time_s", "sha256",
                   "test_accuracy", "test_n", "bank", "history"):
         assert field in manifest, field
-    assert manifest["method"] == "cadistill" and manifest["bank"] == bank.fingerprint() and manifest["test_n"] == N
+    assert manifest["method"] == "cadistill" and manifest["bank"] == bank.fingerprint("class")
+    assert manifest["test_n"] == N
     assert len(manifest["history"]["monitor_acc"]) == 2
     again, manifest2 = load_or_train_student(recipe, IMAGES, LABELS, C, fp, bank=bank, progress=False)
     assert _same_weights(model, again) and manifest2["key"] == manifest["key"]
@@ -353,3 +397,17 @@ def test_loss_terms_on_batch_shows_each_method_and_the_fallback_count():
     assert info == {"n": 6, "classes": int((counts > 0).sum()), "fallback": int((counts[LABELS[idx]] == 1).sum())}
     partial, _ = loss_terms_on_batch({"clarid": banks["clarid"]}, IMAGES, LABELS, _recipe("cadistill"), n=6)
     assert list(partial.index) == ["vanilla", "cadistill"]  # methods without their bank are left out
+
+
+def test_a_cli_module_runs_main_after_everything_it_defines():
+    """``python -m paperlib.X`` runs the module top to bottom: a ``__main__`` guard above a definition that
+    ``main`` reads (once: ``BOOK_SWEEP``) fails only on the command line, never on import."""
+    import ast
+    from pathlib import Path
+
+    import paperlib
+
+    for path in sorted(Path(paperlib.__file__).parent.glob("*.py")):
+        body = ast.parse(path.read_text()).body
+        guards = [i for i, node in enumerate(body) if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+        assert guards in ([], [len(body) - 1]), path.name

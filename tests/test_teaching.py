@@ -62,6 +62,17 @@ def test_bank_round_trips_through_its_artifact():
     assert torch.equal(load_bank(manifest["key"]).features, bank.features)
 
 
+def test_a_students_fingerprint_covers_only_the_features_it_reads():
+    a = _bank()
+    b = TeachingBank(a.kind, a.dataset, a.labels, a.indices, a.features, a.images, a.features_null + 1, a.meta)
+    c = TeachingBank(a.kind, a.dataset, a.labels, a.indices, a.features + 1, a.images, a.features_null, a.meta)
+    assert a.fingerprint("class") == b.fingerprint("class") and a.fingerprint("null") != b.fingerprint("null")
+    assert a.fingerprint("null") == c.fingerprint("null") and a.fingerprint("class") != c.fingerprint("class")
+    assert a.fingerprint() != b.fingerprint() and a.fingerprint() != c.fingerprint()
+    with pytest.raises(ValueError, match="condition"):
+        a.fingerprint("nope")
+
+
 def test_bank_rejects_malformed_fields():
     good = _bank()
     fields = dict(kind="clarid", dataset="shapes", labels=good.labels, indices=good.indices, features=good.features,
@@ -151,7 +162,8 @@ def test_bank_from_todays_caches_reads_the_recorded_run_and_features(cdm, tmp_pa
     ref = image_features(cdm.model, clarid.images, clarid.labels, cdm.alpha_bar, 300, "mid", 10, progress=False)
     torch.testing.assert_close(clarid.features, ref, atol=1e-5, rtol=1e-4)
     null = torch.full_like(clarid.labels, TINY.num_classes)
-    ref0 = image_features(cdm.model, cfgb.images, null, cdm.alpha_bar, 100, "mid", 10, progress=False)
+    # the null-condition control changes the condition only: the same (l_f, t_f), not chapter 4's null choice
+    ref0 = image_features(cdm.model, cfgb.images, null, cdm.alpha_bar, 300, "mid", 10, progress=False)
     torch.testing.assert_close(cfgb.features_null, ref0, atol=1e-5, rtol=1e-4)
     assert clarid.meta["guidance_scale"] == 1.0 and cfgb.meta["guidance_scale"] == 3.0
-    assert clarid.meta["feature_null"]["t"] == 100 and clarid.data == cdm.manifest["data"]
+    assert clarid.meta["feature_null"]["t"] == 300 and clarid.data == cdm.manifest["data"]
