@@ -519,6 +519,12 @@ def load_or_compute(
     return tensors, manifest
 
 
+def _check_rows(tensors: Mapping[str, Tensor], rows: int, where: Path) -> None:
+    bad = {k: tuple(v.shape) for k, v in tensors.items() if v.dim() == 0 or v.shape[0] != rows}
+    if bad:
+        raise ValueError(f"{where}: expected {rows} rows in every tensor, got shapes {bad}")
+
+
 class ComputeIncomplete(RuntimeError):
     """A time budget stopped :func:`load_or_compute_chunked` between chunks; the finished chunks are saved and
     calling again resumes."""
@@ -541,7 +547,9 @@ def load_or_compute_chunked(
     how: str = "",
 ) -> tuple[dict[str, Tensor], dict]:
     """:func:`load_or_compute` of a result made of rows ``0..n-1``, computed in chunks that are saved as they
-    finish (``<stage>/<key>.chunks/<start>.safetensors``), so a killed or paused run resumes where it stopped.
+    finish (``<stage>/<key>.chunks/<start>-<stop>.safetensors``), so a killed or paused run resumes where it
+    stopped. A chunk is named by its rows, so a run resumed with another ``chunk_size`` recomputes what no
+    saved chunk covers exactly, and the merged rows are checked to be ``n``.
 
     Args:
         stage, config, version, publish, verbose, provenance, hint: As :func:`load_or_compute`; published runs
@@ -569,17 +577,22 @@ def load_or_compute_chunked(
         parts = []
         starts = range(0, n, chunk_size)
         for start in tqdm(starts, desc=desc or stage, disable=not verbose):
-            path = chunk_dir / f"{start:06d}.safetensors"
+            stop = min(start + chunk_size, n)
+            path = chunk_dir / f"{start:06d}-{stop:06d}.safetensors"
             if path.exists():
-                parts.append(load_artifact(path)[0])
+                part = load_artifact(path)[0]
+                _check_rows(part, stop - start, path)
+                parts.append(part)
                 continue
-            part = compute_chunk(start, min(start + chunk_size, n))
+            part = compute_chunk(start, stop)
+            _check_rows(part, stop - start, path)
             save_artifact(path, part, {"stage": stage, "chunk": start, "key": key})
             parts.append(part)
             if max_seconds is not None and time.perf_counter() - start_time >= max_seconds and start + chunk_size < n:
                 raise ComputeIncomplete(f"{stage} {key}: {len(parts)} of {len(starts)} chunks done in the budget "
                                         f"of {max_seconds:.0f} s; call again to resume")
         merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        _check_rows(merged, n, chunk_dir)
         return merged if finish is None else finish(merged)
 
     tensors, manifest = load_or_compute(stage, config, compute, version, publish, verbose=verbose,

@@ -293,6 +293,25 @@ def test_chunked_compute_pauses_between_chunks_and_resumes(tmp_path, monkeypatch
     assert len(calls) == 3 and torch.equal(again["y"], tensors["y"])
 
 
+def test_chunked_compute_resumed_with_another_chunk_size_keeps_every_row(tmp_path, monkeypatch):
+    from paperlib.cache import ComputeIncomplete, load_or_compute_chunked
+
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    calls = []
+
+    def chunk(start, stop):
+        calls.append((start, stop))
+        return {"x": torch.arange(start, stop, dtype=torch.float32)}
+
+    with pytest.raises(ComputeIncomplete):
+        load_or_compute_chunked("s", {"a": 2}, 10, 2, chunk, max_seconds=0, verbose=False)
+    tensors, _ = load_or_compute_chunked("s", {"a": 2}, 10, 4, chunk, verbose=False)
+    assert torch.equal(tensors["x"], torch.arange(10, dtype=torch.float32))
+    assert calls == [(0, 2), (0, 4), (4, 8), (8, 10)]  # no saved chunk covers rows 0-3 exactly
+    with pytest.raises(ValueError, match="3 rows"):
+        load_or_compute_chunked("s", {"a": 3}, 3, 3, lambda a, b: {"x": torch.zeros(2)}, verbose=False)
+
+
 def test_read_only_runs_read_published_results_but_never_compute_them(tmp_path, monkeypatch):
     import paperlib.cache as cache
 

@@ -228,6 +228,35 @@ def test_edit_regime_finds_the_cell_that_beats_its_control_at_equal_distance():
     assert "no cell of the map qualifies" in edits.regime_sentence(regime, "shapes")
 
 
+def _cifar_regime_scores(clarid_correct: float, cfg_correct: float = 0.9, control_correct: float = 0.5):
+    """CIFAR-like scores (no background) at one t*: the isotropic curve runs from pure CFG (40 dB,
+    ``cfg_correct``) to ``control_correct`` at 20 dB; CLARID's one point is at 30 dB."""
+    rng = np.random.default_rng(2)
+    spec = [("cfg", 0, 1.0, 45.0, 0.8), ("cfg", 0, 3.0, 40.0, cfg_correct),
+            ("isotropic", 4, 3.0, 20.0, control_correct),
+            ("clarid", 1, 3.0, 30.0, clarid_correct)]
+    rows = [{"image": i, "t_star": 900, "method": m, "k": k, "k_label": str(k), "w": w, "psnr": p,
+             "correct": float(rng.random() < c), "identity": 1.0}
+            for m, k, w, p, c in spec for i in range(300)]
+    return pd.DataFrame(rows)
+
+
+def test_a_tie_with_every_control_is_no_edit_on_cifar10():
+    # the control keeps the class as well as CLARID at the same distance: keeps class and identity, no edit
+    tie = edits.edit_regime(_cifar_regime_scores(0.9, control_correct=0.9), 3.0)
+    assert tie["keeps class"].all() and tie["keeps identity"].all()
+    assert tie["beyond controls"].tolist() == [False] and tie.edits.tolist() == [False]
+    better = edits.edit_regime(_cifar_regime_scores(0.93), 3.0)
+    assert better.edits.tolist() == [True]
+    assert edits.regime_placebo(_cifar_regime_scores(0.93), 3.0) == {"isotropic": 0}
+
+
+def test_keeps_class_is_judged_against_pure_cfg_at_the_same_guidance():
+    # CLARID at 0.93 beats the reconstruction (0.8, w = 1) but falls short of pure CFG at w = 3 (0.99)
+    regime = edits.edit_regime(_cifar_regime_scores(0.93, cfg_correct=0.99), 3.0)
+    assert regime["keeps class"].tolist() == [False] and regime.edits.tolist() == [False]
+
+
 def test_chapter_tables_on_a_real_run(model):
     images, labels = _images(3)
     run = edit_batch(model, images, labels, AB, ECFG, 500, torch.arange(3))
@@ -244,3 +273,8 @@ def test_chapter_tables_on_a_real_run(model):
     assert list(m.columns) == ["1", "5", "k*"] and m.index.tolist() == [500]
     scaling = edits.scaling_table(scores.assign(steps=10), 3.0)
     assert set(scaling.method) == {"cfg", *edits.METHODS} and (scaling.steps == 10).all()
+    clarid = scaling.set_index("method").loc["clarid", "correct"]
+    ctrl = scaling.set_index("method").loc[list(edits.CONTROLS)]
+    matched = ctrl.correct_at_clarid_psnr.notna()
+    np.testing.assert_allclose(ctrl.matched_gap[matched], clarid - ctrl.correct_at_clarid_psnr[matched])
+    assert scaling.set_index("method").loc[["clarid", "cfg"], "matched_gap"].isna().all()
