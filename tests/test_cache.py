@@ -272,16 +272,22 @@ def test_sharded_save_killed_before_its_commit_keeps_the_previous_artifact(tmp_p
         cache.save_artifact(path, new, {"key": "0123456789abcdef"}, max_bytes=100_000)
     monkeypatch.setattr(cache, "write_durable", real)
     assert torch.equal(cache.load_artifact(path)[0]["img"], old["img"])
-def test_chunked_compute_pauses_between_chunks_and_resumes(tmp_path, monkeypatch):
-    from paperlib.cache import ComputeIncomplete, load_or_compute_chunked
-
-    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+def _counted_rows():
+    """A chunk function returning its row numbers, and the list of ``(start, stop)`` it was called with."""
     calls = []
 
     def chunk(start, stop):
         calls.append((start, stop))
         return {"x": torch.arange(start, stop, dtype=torch.float32)}
 
+    return calls, chunk
+
+
+def test_chunked_compute_pauses_between_chunks_and_resumes(tmp_path, monkeypatch):
+    from paperlib.cache import ComputeIncomplete, load_or_compute_chunked
+
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    calls, chunk = _counted_rows()
     with pytest.raises(ComputeIncomplete, match="1 of 3 chunks"):
         load_or_compute_chunked("s", {"a": 1}, 7, 3, chunk, max_seconds=0, verbose=False)
     tensors, manifest = load_or_compute_chunked("s", {"a": 1}, 7, 3, chunk, finish=lambda m: {"y": m["x"] * 2},
@@ -297,12 +303,7 @@ def test_chunked_compute_resumed_with_another_chunk_size_keeps_every_row(tmp_pat
     from paperlib.cache import ComputeIncomplete, load_or_compute_chunked
 
     monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
-    calls = []
-
-    def chunk(start, stop):
-        calls.append((start, stop))
-        return {"x": torch.arange(start, stop, dtype=torch.float32)}
-
+    calls, chunk = _counted_rows()
     with pytest.raises(ComputeIncomplete):
         load_or_compute_chunked("s", {"a": 2}, 10, 2, chunk, max_seconds=0, verbose=False)
     tensors, _ = load_or_compute_chunked("s", {"a": 2}, 10, 4, chunk, verbose=False)
