@@ -39,6 +39,9 @@ def _generator(generator: torch.Generator | int) -> torch.Generator:
 def random_orthonormal(n: int, k: int, generator: torch.Generator | int) -> Tensor:
     """``k`` Haar-random orthonormal vectors of ``R^n`` (QR of a Gaussian matrix, signs fixed by ``R``'s diagonal).
 
+    The draws are nested: under one seed the first ``j`` vectors for ``k`` are those for ``k = j``, so a
+    control's edits at growing ``k`` remove growing sets of directions, as CLARID's ``V_k`` do.
+
     Args:
         n: Dimension.
         k: Number of vectors, ``1 <= k <= n``.
@@ -49,7 +52,9 @@ def random_orthonormal(n: int, k: int, generator: torch.Generator | int) -> Tens
     """
     check_int("n", n, 1)
     check_int("k", k, 1, n)
-    g = torch.randn(n, k, generator=_generator(generator), dtype=torch.float64)
+    gen = _generator(generator)
+    # one draw per vector: torch fills a long tensor in blocks, so one [k, n] draw is not prefix-stable
+    g = torch.stack([torch.randn(n, generator=gen, dtype=torch.float64) for _ in range(k)], dim=1)
     q, r = torch.linalg.qr(g)
     return (q * torch.sign(torch.diagonal(r))).float()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 
@@ -98,7 +99,8 @@ class EditConfig:
 
         Raises:
             ValueError: On an unknown method, ``k`` outside what a method allows (``1..K`` for ``clarid`` and
-                ``span``, ``1..3 n_freq^2`` for ``lowfreq``), a ``t*`` off the DDIM grid, or a bad scale.
+                ``span``; ``lowfreq``'s limit, ``C n_freq^2``, needs the latent and is checked by
+                :func:`edit_batch`), a ``t*`` off the DDIM grid, or a bad scale.
         """
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
@@ -109,7 +111,7 @@ class EditConfig:
         if set(dks) - set(self.methods):
             raise ValueError(f"distance_ks names methods not in methods {self.methods}: {sorted(set(dks))}")
         for m in self.methods:
-            limit = {"clarid": self.clarid.K, "span": self.clarid.K, "lowfreq": 3 * self.n_freq**2}.get(m)
+            limit = {"clarid": self.clarid.K, "span": self.clarid.K}.get(m)  # lowfreq: C n_freq^2, per latent
             for k in (*self.ks, *dks.get(m, ())):
                 if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (limit is not None and k > limit):
                     raise ValueError(f"k of method {m!r} must be an integer in 1..{limit or 'n'}, got {k!r}")
@@ -159,8 +161,11 @@ class EditConfig:
 
 
 def _edit_seed(seed: int, edit: Edit, base: int) -> int:
-    """A per-image, per-edit seed of the control's directions (stable across runs and platforms)."""
-    return (seed * 1_000_003 + zlib.crc32(f"{edit.method}/{edit.k}".encode()) + base) % 2**62
+    """A per-image, per-method seed of the control's directions (stable across runs and platforms).
+
+    It does not depend on ``k``: with :func:`paperlib.controls.random_orthonormal`'s nested draws, an image's
+    control at ``k = 4`` removes the directions it removed at ``k = 2`` and two more."""
+    return (seed * 1_000_003 + zlib.crc32(edit.method.encode()) + base) % 2**62
 
 
 def _decode(model: CDM, z: Tensor, y: Tensor, alpha_bar: Tensor, cfg: ClaridConfig, t_star: int,
@@ -215,6 +220,10 @@ def edit_batch(
     too_many = [e.name for e in edits if e.k > x_t[0].numel()]
     if too_many:
         raise ValueError(f"edits {too_many} remove more directions than the latent has ({x_t[0].numel()})")
+    too_coarse = [e.name for e in edits if e.method == "lowfreq" and e.k > basis.shape[1]]
+    if too_coarse:
+        raise ValueError(f"edits {too_coarse} remove more directions than the coarse subspace has "
+                         f"({basis.shape[1]} = {shape[0]} channels x {ecfg.n_freq}^2)")
     latents: dict[str, Tensor] = {}
     for e in edits:
         if e.method == "cfg":
@@ -422,19 +431,34 @@ def summarize(scores: pd.DataFrame, by: tuple[str, ...] = ("t_star", "method", "
     return pd.concat([mean, se, g.size().rename("n")], axis=1).reset_index()
 
 
-def _interp(x: np.ndarray, xs: np.ndarray, ys: np.ndarray, ses: np.ndarray) -> tuple[float, float]:
-    """Linear interpolation of a curve ``(xs, ys)`` and of its standard errors at ``x`` (NaN outside)."""
-    order = np.argsort(xs)
-    xs, ys, ses = xs[order], ys[order], ses[order]
-    if not xs[0] <= x <= xs[-1]:
-        return math.nan, math.nan
-    j = int(np.clip(np.searchsorted(xs, x), 1, len(xs) - 1))
-    a = 0.0 if xs[j] == xs[j - 1] else (x - xs[j - 1]) / (xs[j] - xs[j - 1])
-    return (1 - a) * ys[j - 1] + a * ys[j], math.hypot((1 - a) * ses[j - 1], a * ses[j])
+def _interp_rows(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Row-wise linear interpolation, NaN outside each row's range.
+
+    Args:
+        x: Query points, ``[B, P]``.
+        xs: Curve abscissae, ``[B, m]`` (any order).
+        ys: Curve values, ``[B, m]``.
+
+    Returns:
+        ``[B, P]``: row ``b`` of ``ys`` against ``xs`` read at ``x[b]``.
+    """
+    order = np.argsort(xs, axis=1)
+    xs, ys = np.take_along_axis(xs, order, 1), np.take_along_axis(ys, order, 1)
+    m = xs.shape[1]
+    if m == 1:
+        return np.where(x == xs, ys, np.nan)
+    j = np.clip((xs[:, None, :] <= x[:, :, None]).sum(-1), 1, m - 1)
+    x0, x1 = np.take_along_axis(xs, j - 1, 1), np.take_along_axis(xs, j, 1)
+    y0, y1 = np.take_along_axis(ys, j - 1, 1), np.take_along_axis(ys, j, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.where(x1 > x0, (x - x0) / (x1 - x0), 0.0)
+    inside = (x >= xs[:, :1]) & (x <= xs[:, -1:])
+    return np.where(inside, (1 - a) * y0 + a * y1, np.nan)
 
 
-def _curves(scores: pd.DataFrame, t_star: int, w: float, metrics: tuple[str, ...]) -> pd.DataFrame:
-    """Summaries at ``(t*, w)`` with the no-projection edit (pure CFG at ``w``) as every method's ``k = 0``."""
+def curves(scores: pd.DataFrame, t_star: int, w: float, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Summaries at ``(t*, w)`` with the no-projection edit (pure CFG at ``w``) as every method's ``k = 0``:
+    the curves of :func:`matched_comparison`, for plotting."""
     s = summarize(scores[(scores.t_star == t_star) & (scores.w == w)], metrics=metrics)
     start = s[s.method == "cfg"]
     return pd.concat([s[s.method != "cfg"]] + [start.assign(method=m) for m in s.method.unique() if m != "cfg"],
@@ -443,37 +467,77 @@ def _curves(scores: pd.DataFrame, t_star: int, w: float, metrics: tuple[str, ...
 
 def matched_comparison(
     scores: pd.DataFrame, t_star: int, w: float, distance: str = "psnr", metric: str = "correct",
-    method: str = "clarid", controls: tuple[str, ...] = CONTROLS, z: float = 2.0,
+    method: str = "clarid", controls: tuple[str, ...] = CONTROLS, alpha: float = 0.05, n_boot: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """``method`` against each control *at the same distance to the input*.
+    """``method`` against each control *at the same distance to the input*, with a paired bootstrap.
 
     Each control's fixed-``k`` points at ``(t*, w)``, with pure CFG as its ``k = 0``, form a curve of mean
     ``metric`` against mean ``distance``; each of ``method``'s points (every ``k`` and ``k*``) is compared
-    with the control's curve interpolated at its distance. A point is above (below) when the gap exceeds ``z``
-    combined standard errors, a tie otherwise; where the control's curve does not reach that distance there is
-    no matched point (``"unmatched"``).
+    with the control's curve interpolated at its distance. Only images with both values in every edit count,
+    so both axes are means over the same images (e.g. the own-background half for ``class_from_bg_own``).
+
+    Uncertainty: the images are resampled with replacement (``n_boot`` multinomial weights, ``seed``) and
+    the whole comparison (both curves, the interpolation, the gaps) is recomputed on each replicate, so
+    the pairing of the edits of one image is kept. The verdicts of one control use a simultaneous band
+    over its matched points (the ``1 - alpha`` quantile of the largest studentised gap), so that several
+    ``k`` together give a false "above" or "below" with probability about ``alpha``, not one per point.
+    Where the control's curve does not reach that distance there is no matched point (``"unmatched"``).
 
     Returns:
         One row per ``(control, k)`` of ``method``: ``t_star``, ``k`` (``K_STAR`` for ``k*``), ``k_label``,
-        ``distance``, ``value``, ``control_value``, ``gap``, ``gap_se`` and ``verdict`` in
+        ``distance``, ``value``, ``control_value``, ``gap``, ``gap_se`` (bootstrap), ``band`` (the
+        critical value in units of ``gap_se``), ``n`` (images) and ``verdict`` in
         ``{"above", "below", "tie", "unmatched"}``.
+
+    Raises:
+        ValueError: If ``alpha`` is not in ``(0, 1)`` or ``n_boot < 2``.
     """
-    s = _curves(scores, t_star, w, (metric, distance))
-    mine = s[(s.method == method) & (s.k != 0)]
+    if not 0 < alpha < 1 or n_boot < 2:
+        raise ValueError(f"need 0 < alpha < 1 and n_boot >= 2, got {alpha} and {n_boot}")
+    sel = scores[(scores.t_star == t_star) & (scores.w == w)
+                 & (scores.method.isin([method, *controls]) | ((scores.method == "cfg") & (scores.k == 0)))]
+    sel = sel[(sel.method == method) | (sel.k != K_STAR)]
+    if sel.empty or not (sel.method == method).any():
+        return pd.DataFrame()
+    wide = sel.set_index(["image", "method", "k"])[[metric, distance]].unstack(["method", "k"]).dropna()
+    cols = wide[metric].columns
+    n = len(wide)
+    if n == 0:
+        return pd.DataFrame()
+    labels = sel.drop_duplicates(["method", "k"]).set_index(["method", "k"]).k_label
+    y_full, x_full = wide[metric][cols].to_numpy(float), wide[distance][cols].to_numpy(float)
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=n_boot) / n
+    y = np.vstack([y_full.mean(0), weights @ y_full])  # row 0: the estimate; then [n_boot, E]
+    x = np.vstack([x_full.mean(0), weights @ x_full])
+    idx = {c: i for i, c in enumerate(cols)}
+    mine = [c for c in cols if c[0] == method and c[1] != 0]
+    base = [idx[c] for c in cols if c == ("cfg", 0)]
     rows = []
     for ctrl in controls:
-        c = s[(s.method == ctrl) & (s.k != K_STAR)].dropna(subset=[metric])
-        if c.empty:
+        curve = base + [idx[c] for c in cols if c[0] == ctrl]
+        if len(curve) == len(base):
             continue
-        for _, r in mine.iterrows():
-            v, v_se = _interp(r[distance], c[distance].to_numpy(), c[metric].to_numpy(),
-                              c[f"{metric}_se"].fillna(0).to_numpy())
-            gap, gap_se = r[metric] - v, math.hypot(r[f"{metric}_se"], v_se)
-            verdict = ("unmatched" if math.isnan(gap) else "above" if gap > z * gap_se
-                       else "below" if gap < -z * gap_se else "tie")
-            rows.append({"control": ctrl, "t_star": t_star, "k": int(r["k"]), "k_label": r["k_label"],
-                         "distance": r[distance], "value": r[metric], "control_value": v, "gap": gap,
-                         "gap_se": gap_se, "verdict": verdict})
+        p = [idx[c] for c in mine]
+        gap = y[:, p] - _interp_rows(x[:, p], x[:, curve], y[:, curve])
+        est, reps = gap[0], gap[1:]
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: unmatched points
+            se = np.nanstd(reps, axis=0, ddof=1)
+        ok = np.isfinite(est) & (se > 0)
+        if ok.any():
+            stud = np.abs(reps[:, ok] - est[ok]) / se[ok]
+            band = float(np.nanquantile(np.nanmax(np.where(np.isfinite(stud), stud, -np.inf), axis=1), 1 - alpha))
+        else:
+            band = math.nan
+        for j, c in enumerate(mine):
+            g, s_ = float(est[j]), float(se[j])
+            verdict = ("unmatched" if math.isnan(g) else "tie" if g == 0
+                       else ("above" if g > 0 else "below") if s_ == 0
+                       else "above" if g > band * s_ else "below" if g < -band * s_ else "tie")
+            rows.append({"control": ctrl, "t_star": t_star, "k": int(c[1]), "k_label": labels[c],
+                         "distance": x[0, idx[c]], "value": y[0, idx[c]], "control_value": y[0, idx[c]] - g,
+                         "gap": g, "gap_se": s_, "band": band, "n": n, "verdict": verdict})
     return pd.DataFrame(rows)
 
 
@@ -602,8 +666,9 @@ def edit_regime(scores: pd.DataFrame, w: float, keep_identity: float = 0.5, z: f
     (:func:`regime_placebo`): a control that "edits" shows the rule does not tell the methods apart.
 
     Returns:
-        One row per cell: ``t_star``, ``k_label``, ``class kept``, ``identity``, ``psnr``, the three tests
-        and ``edits`` (all three hold).
+        One row per cell: ``t_star``, ``k_label``, ``class kept``, ``identity``, ``psnr``, ``matched
+        controls`` (``"2 of 3"``: rivals whose curve reaches the cell's distance), the three tests and
+        ``edits`` (all three hold).
     """
     bg = "class_from_bg_own" in scores and scores["class_from_bg_own"].notna().any()
     metric = "class_from_bg_own" if bg else "correct"
@@ -621,6 +686,7 @@ def edit_regime(scores: pd.DataFrame, w: float, keep_identity: float = 0.5, z: f
                   and (matched.verdict != "below").all())
         rows.append({"t_star": int(t), "k": int(k), "k_label": d.k_label.iloc[0], "class kept": d.correct.mean(),
                      "identity": d.identity.mean(), "psnr": d.psnr.mean(),
+                     "matched controls": f"{len(matched)} of {len(rivals)}",
                      "keeps class": bool(gap >= -z * se), "keeps identity": bool(d.identity.mean() >= keep_identity),
                      "beyond controls": bool(beyond)})
     out = pd.DataFrame(rows)
@@ -633,6 +699,18 @@ def regime_placebo(scores: pd.DataFrame, w: float, **kwargs) -> dict[str, int]:
     "edit". Any non-zero count means the rule can pass a method that is only a control."""
     present = set(scores.method)
     return {c: int(edit_regime(scores, w, method=c, **kwargs).edits.sum()) for c in CONTROLS if c in present}
+
+
+def placebo_sentence(placebo: dict[str, int], n_cells: int) -> str:
+    """One sentence from :func:`regime_placebo`: how often the rule passes each control in CLARID's place."""
+    if not placebo:
+        return "No control was run, so the rule has no placebo."
+    counts = ", ".join(f"`{c}` in {n} of {n_cells}" for c, n in placebo.items())
+    fails = sum(n > 0 for n in placebo.values())
+    tail = ("no control passes, so a cell that passes for CLARID is not one the rule gives any method"
+            if not fails else f"{fails} control{'s' if fails > 1 else ''} pass{'' if fails > 1 else 'es'}, so the "
+            "rule does not by itself tell CLARID from a control there")
+    return f"With each control in CLARID's place, the rule passes {counts} cells: {tail}."
 
 
 def regime_verdict(regime: pd.DataFrame) -> str:

@@ -33,6 +33,16 @@ def test_random_orthonormal_is_orthonormal_and_seeded():
         random_orthonormal(5, 6, 0)
 
 
+def test_control_draws_are_nested_across_k():
+    # the k = 3 control removes three of the k = 8 control's directions, in every family
+    torch.testing.assert_close(random_orthonormal(50, 8, 3)[:, :3], random_orthonormal(50, 3, 3), atol=1e-6, rtol=0)
+    V = random_orthonormal(30, 6, 0)
+    torch.testing.assert_close(span_directions(V, 5, 1)[:, :2], span_directions(V, 2, 1), atol=1e-6, rtol=0)
+    B = lowfreq_basis(4, 8, 2)
+    torch.testing.assert_close(control_directions("lowfreq", 9, 2, basis=B)[:, :4],
+                               control_directions("lowfreq", 4, 2, basis=B), atol=1e-6, rtol=0)
+
+
 def test_isotropic_directions_are_haar_like():
     # E ||P_span(Q) e_1||^2 = k / n for Haar-random subspaces: averaged over seeds.
     n, k = 40, 5

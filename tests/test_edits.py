@@ -58,10 +58,18 @@ def test_config_edits_and_validation():
         EditConfig(clarid=BASE, methods=("foo",))
     with pytest.raises(ValueError, match=r"1\.\.5, got 6"):
         EditConfig(clarid=BASE, ks=(6,), t_stars=())  # k > K for clarid and span
-    with pytest.raises(ValueError, match="lowfreq"):
-        EditConfig(clarid=BASE, ks=(1,), n_freq=1, t_stars=(), distance_ks=(("lowfreq", (4,)),))
     with pytest.raises(ValueError, match="t_star"):
         EditConfig(clarid=BASE, t_stars=(333,))
+
+
+def test_lowfreq_limit_follows_the_latent_channels(model):
+    # 16 coarse directions exist in a 4-channel latent (4 x 2^2), so the config accepts k = 16; the 3-channel
+    # pixel latent of this CDM has 12, which edit_batch reports
+    cfg = EditConfig(clarid=BASE, ks=(1,), n_freq=2, t_stars=(), distance_ks=(("lowfreq", (16,)),),
+                     guidance_sweep=())
+    images, labels = _images(2)
+    with pytest.raises(ValueError, match=r"coarse subspace has \(12 = 3 channels"):
+        edit_batch(model, images, labels, AB, cfg, 500, torch.arange(2))
 
 
 def test_edit_batch_matches_clarid_and_is_consistent(model):
@@ -249,6 +257,9 @@ def test_a_tie_with_every_control_is_no_edit_on_cifar10():
     better = edits.edit_regime(_cifar_regime_scores(0.93), 3.0)
     assert better.edits.tolist() == [True]
     assert edits.regime_placebo(_cifar_regime_scores(0.93), 3.0) == {"isotropic": 0}
+    assert better["matched controls"].tolist() == ["1 of 3"]
+    assert "`isotropic` in 0 of 1 cells: no control passes" in edits.placebo_sentence({"isotropic": 0}, 1)
+    assert "1 control passes" in edits.placebo_sentence({"isotropic": 1, "span": 0}, 1)
 
 
 def test_keeps_class_is_judged_against_pure_cfg_at_the_same_guidance():
@@ -276,5 +287,58 @@ def test_chapter_tables_on_a_real_run(model):
     clarid = scaling.set_index("method").loc["clarid", "correct"]
     ctrl = scaling.set_index("method").loc[list(edits.CONTROLS)]
     matched = ctrl.correct_at_clarid_psnr.notna()
-    np.testing.assert_allclose(ctrl.matched_gap[matched], clarid - ctrl.correct_at_clarid_psnr[matched])
+    np.testing.assert_allclose(ctrl.matched_gap[matched], clarid - ctrl.correct_at_clarid_psnr[matched],
+                               atol=1e-6)
     assert scaling.set_index("method").loc[["clarid", "cfg"], "matched_gap"].isna().all()
+
+
+def _null_scores(rng: np.random.Generator, n: int = 100):
+    """CLARID's six points lie on the control's curve (class kept falls linearly with PSNR): no effect."""
+    rows = []
+    ctrl = [(45, 0.95), (40, 0.9), (35, 0.85), (30, 0.8), (25, 0.75), (20, 0.7), (15, 0.65)]
+    mine = [(42.5, 0.925), (37.5, 0.875), (32.5, 0.825), (27.5, 0.775), (22.5, 0.725), (17.5, 0.675)]
+    for method, pts in (("cfg", ctrl[:1]), ("isotropic", ctrl[1:]), ("clarid", mine)):
+        for k, (p, c) in enumerate(pts, start=0 if method == "cfg" else 1):
+            rows.append(pd.DataFrame({"image": np.arange(n), "t_star": 900, "method": method, "k": k,
+                                      "k_label": str(k), "w": 3.0, "psnr": p + rng.normal(0, 2.0, n),
+                                      "correct": (rng.random(n) < c).astype(float)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_matched_comparison_null_gives_few_false_verdicts():
+    # six points against one control: a 2-s.e. rule per point calls about a quarter of null runs "wins"
+    # or "loses"; the simultaneous bootstrap band keeps it near alpha = 0.05
+    rng = np.random.default_rng(7)
+    words = [equal_distance_verdict(matched_comparison(_null_scores(rng), 900, 3.0, controls=("isotropic",),
+                                                       n_boot=200, seed=t))["isotropic"] for t in range(100)]
+    assert sum(wd != "ties" for wd in words) <= 12, words
+
+
+def test_matched_comparison_is_paired_over_images():
+    # every image is as easy for CLARID as for the control; CLARID also fixes 6% of the images: a small gap
+    # that per-edit standard errors call a tie and the paired bootstrap finds
+    rng = np.random.default_rng(3)
+    n = 400
+    easy = (rng.random(n) < 0.5).astype(float)
+    fixed = np.maximum(easy, (rng.random(n) < 0.06).astype(float))
+    spec = [("cfg", 0, 40.0, easy), ("isotropic", 1, 30.0, easy), ("isotropic", 2, 20.0, easy),
+            ("clarid", 1, 35.0, fixed), ("clarid", 2, 25.0, fixed)]
+    df = pd.concat([pd.DataFrame({"image": np.arange(n), "t_star": 900, "method": m, "k": k, "k_label": str(k),
+                                  "w": 3.0, "psnr": p, "correct": c}) for m, k, p, c in spec])
+    table = matched_comparison(df, 900, 3.0, controls=("isotropic",)).set_index("k")
+    assert (table.verdict == "above").all() and (table.n == n).all()
+    s = summarize(df, by=("method", "k"), metrics=("correct",)).set_index(["method", "k"])
+    unpaired = math.hypot(s.loc[("clarid", 1), "correct_se"], s.loc[("isotropic", 1), "correct_se"])
+    assert table.loc[1, "gap"] < 2 * unpaired  # the old rule: a tie
+    assert table.loc[1, "gap_se"] < unpaired / 2
+
+
+def test_matched_comparison_uses_the_same_images_on_both_axes():
+    # the metric exists on half of the images only (own backgrounds): the distance is averaged over them too
+    df = _synthetic_scores()
+    df.loc[df.image % 2 == 1, "correct"] = np.nan
+    df.loc[df.image % 2 == 1, "psnr"] = 0.0  # would drag the mean distance down if counted
+    table = matched_comparison(df, 900, 3.0, controls=("isotropic",))
+    assert (table.n == 200).all() and table.distance.min() > 4
+    with pytest.raises(ValueError, match="alpha"):
+        matched_comparison(df, 900, 3.0, alpha=1.5)
