@@ -852,7 +852,7 @@ def scaling_table(scores: pd.DataFrame, w: float, metrics: tuple[str, ...] = ("c
     Returns:
         One row per ``(steps, method)`` with each metric, its ``_se`` and, for the controls, the interpolated
         ``correct`` at CLARID's PSNR (``correct_at_clarid_psnr``) and the matched gap, CLARID's class kept
-        minus it (``matched_gap``, with ``matched_gap_se``: the combined s.e. of :func:`matched_comparison`).
+        minus it (``matched_gap``, with ``matched_gap_se``: :func:`matched_comparison`'s bootstrap s.e.).
     """
     rows = []
     for s, d in scores.groupby("steps"):
