@@ -31,13 +31,15 @@ from paperlib.paths import REPO_ROOT
 log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOK_GLOB = "[0-9][0-9]*_*.ipynb"
+"""The book's notebooks: ``NN_slug.ipynb`` and ``NNb_slug.ipynb`` (a chapter's companion, read after ``NN``)."""
 PROFILE_DIR = REPO_ROOT / "profiles"
 BUILD_DIR = REPO_ROOT / "_build"
 
 
 def notebooks() -> list[Path]:
     """The book's notebooks in reading order (``notebooks/NN_slug.ipynb``, ``NNb_slug`` after ``NN``)."""
-    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]*_*.ipynb"))
+    return sorted(NOTEBOOK_DIR.glob(NOTEBOOK_GLOB))
 
 
 def profile_parameters(profile: str, stem: str) -> dict:
@@ -690,12 +692,35 @@ def check_html(html: str, page: str = "page", machine_paths: Sequence[str] = ())
     return problems
 
 
+def front_page_problems(html_root: Path, front: str = "index.html") -> list[str]:
+    """Chapter pages of a built book that its front page does not link (in its text, not only its sidebar).
+
+    Args:
+        html_root: The built book (``_build/.../html``).
+        front: The front page's file name; a book without one has nothing to check.
+
+    Returns:
+        One message per chapter page (``notebooks/*.html``) that no link in the front page's article reaches.
+    """
+    from bs4 import BeautifulSoup
+
+    path = html_root / front
+    if not path.exists():
+        return []
+    soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+    article = soup.select_one("article") or soup
+    linked = {a["href"].split("#")[0].removeprefix("./") for a in article.find_all("a", href=True)}
+    chapters = sorted(p.relative_to(html_root).as_posix() for p in (html_root / "notebooks").glob("*.html"))
+    return [f"{front}: the front page does not link the chapter {c}" for c in chapters if c not in linked]
+
+
 def check_book(html_root: Path) -> list[str]:
-    """:func:`check_html` over every chapter page of a built book (``_build/.../html``)."""
+    """:func:`check_html` over every chapter page of a built book (``_build/.../html``), and
+    :func:`front_page_problems`: the front page links every chapter."""
     pages = sorted(html_root.glob("*.html")) + sorted((html_root / "notebooks").glob("*.html"))
     if not pages:
         raise FileNotFoundError(f"no HTML pages under {html_root}; build the book first")
-    problems = []
+    problems = front_page_problems(html_root)
     for page in pages:
         if page.name in ("search.html", "genindex.html"):
             continue

@@ -296,10 +296,10 @@ def glue_answer(question: str, verdict: str, evidence: str) -> None:
 
 def chapter_values(profile: str) -> dict[str, dict[str, str]]:
     """``stem -> glued values`` of every executed notebook of ``profile`` (chapters not run are absent)."""
-    from paperlib.book import glued, source_dir
+    from paperlib.book import NOTEBOOK_GLOB, glued, source_dir
 
     folder = source_dir(profile) / "notebooks"
-    return {p.stem: glued(p) for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))} if folder.is_dir() else {}
+    return {p.stem: glued(p) for p in sorted(folder.glob(NOTEBOOK_GLOB))} if folder.is_dir() else {}
 
 
 def verdict_of(c: Claim, values: Mapping[str, Mapping[str, str]]) -> str:

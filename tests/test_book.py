@@ -180,6 +180,22 @@ def test_check_book_counts_every_page(tmp_path):
         check_book(tmp_path / "nothing")
 
 
+def test_check_book_wants_the_front_page_to_link_every_chapter(tmp_path):
+    from paperlib.book import check_book, front_page_problems
+
+    (tmp_path / "notebooks").mkdir()
+    for name in ("01_a.html", "05_b.html", "05b_c.html"):
+        (tmp_path / "notebooks" / name).write_text(_page("<p>clean</p>"))
+    sidebar = "".join(f'<a href="notebooks/{n}">x</a>' for n in ("01_a.html", "05_b.html", "05b_c.html"))
+    body = '<a href="notebooks/01_a.html">1</a> <a href="./notebooks/05_b.html#top">2</a>'
+    (tmp_path / "index.html").write_text(f"<html><body><nav>{sidebar}</nav><article>{body}</article></body></html>")
+    assert front_page_problems(tmp_path) == [
+        "index.html: the front page does not link the chapter notebooks/05b_c.html"]
+    assert check_book(tmp_path) == front_page_problems(tmp_path)
+    (tmp_path / "index.html").unlink()
+    assert front_page_problems(tmp_path) == []
+
+
 def _notebook(tmp_path, injected: str):
     import nbformat
 

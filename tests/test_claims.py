@@ -105,6 +105,21 @@ def test_chapter_rows_list_written_then_planned_chapters():
     assert rows == [("01_x", "**Q?** Yes: x.", "1 holds"), ("02_z", "", ""), ("06_y", "", "1 not yet run")]
 
 
+def test_chapter_values_and_table_include_a_companion_chapter(monkeypatch, tmp_path):
+    import nbformat
+
+    from paperlib import book
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for stem in ("05_a", "05b_b", "scratch"):
+        nbformat.write(nbformat.v4.new_notebook(), folder / f"{stem}.ipynb")
+    monkeypatch.setattr(book, "source_dir", lambda profile: tmp_path)
+    assert list(claims.chapter_values("x")) == ["05_a", "05b_b"]
+    table = claims.chapter_table("x", ["05_a", "05b_b"])
+    assert "{doc}`/notebooks/05_a`" in table and "{doc}`/notebooks/05b_b`" in table
+
+
 def test_the_registry_is_consistent_with_the_notebooks():
     ids = [c.id for c in CLAIMS]
     assert len(ids) == len(set(ids)), "claim ids must be unique"
