@@ -244,12 +244,29 @@ def _split_rows(tensors: dict[str, Tensor], max_bytes: int) -> tuple[list[dict[s
     return shards, split, rows
 
 
+def _pack_tensors(tensors: dict[str, Tensor], max_bytes: int) -> list[dict[str, Tensor]]:
+    """Whole tensors packed, in name order, into shards of at most ``max_bytes`` (the fallback of
+    :func:`_split_rows` for tensors that share no large first dimension, e.g. a training state)."""
+    budget = max_bytes - 65536  # headroom for headers
+    shards: list[dict[str, Tensor]] = [{}]
+    for name in sorted(tensors):
+        size = _nbytes({name: tensors[name]})
+        if size > budget:
+            raise ValueError(f"cannot shard below {max_bytes} bytes: the tensor {name!r} alone is {size} bytes")
+        if shards[-1] and _nbytes(shards[-1]) + size > budget:
+            shards.append({})
+        shards[-1][name] = tensors[name]
+    return shards
+
+
 def _part_name(path: Path, index: int, part: Mapping[str, Tensor]) -> str:
-    return f"{path.name.split('.')[0]}.part{index}-{tensors_sha256(part)[:12]}.safetensors"
+    return f"{path.name.removesuffix('.safetensors')}.part{index}-{tensors_sha256(part)[:12]}.safetensors"
 
 
 def _parts_of(path: Path) -> list[Path]:
-    return sorted(path.parent.glob(f"{path.name.split('.')[0]}.part*-*.safetensors"))
+    """The shard files of ``path``: ``<key>.part*`` of ``<key>.safetensors``, ``<key>.resume.part*`` of
+    ``<key>.resume.safetensors`` (an artifact and its resume checkpoint never touch each other's shards)."""
+    return sorted(path.parent.glob(f"{path.name.removesuffix('.safetensors')}.part*-*.safetensors"))
 
 
 def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict, max_bytes: int | None = None) -> dict:
@@ -260,9 +277,11 @@ def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict, max_by
 
     With ``max_bytes``, tensors larger than that are split along their shared first dimension into shards:
     ``<path>`` holds the first rows, the unsplit tensors and the manifest (which lists the other shards),
-    ``<stem>.part<i>-<hash>.safetensors`` the rest. Shards are written before ``<path>`` and named by their
-    content, so the rename of ``<path>`` is still the single commit: a kill leaves the previous artifact and
-    its shards intact. Shards that the new manifest does not list are deleted after the commit.
+    ``<stem>.part<i>-<hash>.safetensors`` the rest; when the unsplit tensors alone would not fit (a training
+    state: many tensors of different shapes), whole tensors are packed into the shards instead. Shards are
+    written before ``<path>`` and named by their content, so the rename of ``<path>`` is still the single
+    commit: a kill leaves the previous artifact and its shards intact. Shards that the new manifest does not
+    list are deleted after the commit.
 
     Args:
         path: ``<dir>/<name>.safetensors``.
@@ -279,9 +298,13 @@ def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict, max_by
     full = {**manifest, "file": path.name, "format": FORMAT, "tensors_sha256": tensors_sha256(tensors)}
     shards = [tensors]
     if max_bytes is not None and _nbytes(tensors) > max_bytes:
-        shards, split, rows = _split_rows(tensors, max_bytes)
-        full["shards"] = {"rows": rows, "split": split,
-                          "files": [_part_name(path, i, p) for i, p in enumerate(shards) if i > 0]}
+        try:
+            shards, split, rows = _split_rows(tensors, max_bytes)
+            full["shards"] = {"rows": rows, "split": split}
+        except ValueError:
+            shards = _pack_tensors(tensors, max_bytes)
+            full["shards"] = {"tensors": [sorted(p) for p in shards[1:]]}
+        full["shards"]["files"] = [_part_name(path, i, p) for i, p in enumerate(shards) if i > 0]
     full = json.loads(json.dumps(full, default=str))  # the manifest as it will read back
     full.pop("sha256", None)
     header = json.dumps(full, sort_keys=True)
@@ -306,7 +329,8 @@ def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict, max_by
 
 
 def _merge_shards(path: Path, tensors: dict[str, Tensor], header: dict) -> dict[str, Tensor]:
-    """Concatenate a sharded artifact's rows in order (the hash over the result is checked by the caller)."""
+    """Concatenate a sharded artifact's rows in order, or gather its packed tensors (the hash over the result
+    is checked by the caller)."""
     info = header["shards"]
     parts = [tensors]
     for name in info["files"]:
@@ -315,6 +339,10 @@ def _merge_shards(path: Path, tensors: dict[str, Tensor], header: dict) -> dict[
             raise ArtifactError(f"{path}: its shard {name} is missing; restore it (e.g. git checkout) or delete "
                                 f"{path.name} to recompute")
         parts.append(load_file(str(part_path)))
+    if "tensors" in info:
+        if [sorted(p) for p in parts[1:]] != info["tensors"]:
+            raise ArtifactError(f"{path}: its shards do not hold the tensors its manifest lists; delete it")
+        return {k: v for p in parts for k, v in p.items()}
     try:
         merged = {k: torch.cat([p[k] for p in parts]) for k in info["split"]}
     except (KeyError, RuntimeError) as exc:
@@ -443,6 +471,16 @@ def _sync_json(path: Path, json_path: Path, header: dict) -> dict:
             log.info("rewrote the manifest copy %s from its artifact", json_path.name)
             return sidecar
     return {**header, "sha256": actual}
+
+
+def delete_artifact(path: Path) -> None:
+    """Delete an artifact: its file, its shards and its JSON copy (nothing happens to a missing one)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    with dir_lock(path.parent):
+        for p in (path, *_parts_of(path), path.with_suffix(".json")):
+            p.unlink(missing_ok=True)
 
 
 def artifact_exists(path: Path) -> bool:

@@ -88,12 +88,14 @@ from torch import Tensor, nn
 
 from paperlib import __version__
 from paperlib.cache import (
+    PUBLISH_MAX_BYTES,
     ComputeIncomplete,
     ProvenanceError,
     artifact_exists,
     artifact_path,
     check_may_compute,
     config_key,
+    delete_artifact,
     load_artifact,
     save_artifact,
 )
@@ -567,7 +569,7 @@ def train_student(
                                    "run.sums": run["sums"], "run.correct": run["correct"]}, {
             "stage": f"{STAGE}_resume", "config": config, "data": data_fp, "epoch": pos.epoch, "step": pos.step,
             "epoch_seconds": round(pos.epoch_seconds, 3), "history": history, "param_groups": opt_groups,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, max_bytes=PUBLISH_MAX_BYTES)
 
     def train_step(epoch: int, step: int) -> None:
         idx = batches.perm[step * bs: (step + 1) * bs]
@@ -704,8 +706,7 @@ def load_or_train_student(
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"history.{k}": torch.tensor(v, dtype=torch.float64) for k, v in history.items()})
     save_artifact(final, tensors, manifest)
-    for p in (resume, resume.with_suffix(".json")):
-        p.unlink(missing_ok=True)
+    delete_artifact(resume)
     return load_student(final, data_fingerprint)
 
 

@@ -30,7 +30,16 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from paperlib.cache import ProvenanceError, artifact_exists, check_may_compute, config_key, load_artifact, save_artifact
+from paperlib.cache import (
+    PUBLISH_MAX_BYTES,
+    ProvenanceError,
+    artifact_exists,
+    check_may_compute,
+    config_key,
+    delete_artifact,
+    load_artifact,
+    save_artifact,
+)
 from paperlib.checkpoint import flatten_optimizer, strip_prefix, unflatten_optimizer
 from paperlib.data import TRAINED_DATASETS, DatasetConfig, fingerprint, load_dataset
 from paperlib.diffusion import alpha_bar, linear_beta_schedule, q_sample
@@ -154,7 +163,7 @@ def _save_checkpoint(path: Path, model, ema, opt, losses: list[float], step: int
         **opt_tensors,
         "losses": torch.tensor(losses, dtype=torch.float32),
     }
-    save_artifact(path, tensors, {**meta, "step": step, "param_groups": groups})
+    save_artifact(path, tensors, {**meta, "step": step, "param_groups": groups}, max_bytes=PUBLISH_MAX_BYTES)
 
 
 def _check_resumable(path: Path, meta: dict, cdm_cfg: CDMConfig, cfg: TrainConfig, data_fp: str) -> None:
@@ -461,8 +470,7 @@ def load_or_train_cdm(
         raise TrainingIncomplete(f"stopped at step {result.step}/{recipe.train.steps}; checkpoint {resume}")
     _save_final(recipe, final, result.model, result.losses, result.wall_time_s, data_fp)
     if not keep_resume:
-        for p in (resume, resume.with_suffix(".json")):
-            p.unlink(missing_ok=True)
+        delete_artifact(resume)
     return load_cdm(final, recipe, data_fp)
 
 

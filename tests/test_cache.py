@@ -252,6 +252,45 @@ def test_sharded_artifact_round_trip_and_damage(tmp_path):
         load_artifact(path)
 
 
+def test_a_training_state_is_sharded_by_whole_tensors(tmp_path):
+    from paperlib.cache import ArtifactError, delete_artifact, load_artifact, save_artifact
+
+    g = torch.Generator().manual_seed(2)
+    # Tensors of many shapes: no first dimension carries enough bytes for row shards to fit.
+    state = {f"model.{i}.weight": torch.randn(64 + i, 40 + 7 * i, generator=g) for i in range(12)}
+    state.update({f"opt.{i}.momentum_buffer": torch.randn(64 + i, 40 + 7 * i, generator=g) for i in range(12)})
+    state["step"] = torch.tensor(3)
+    path = tmp_path / "abcdef0123456789.resume.safetensors"
+    m = save_artifact(path, state, {"stage": "x_resume"}, max_bytes=200_000)
+    parts = sorted(tmp_path.glob("abcdef0123456789.resume.part*"))
+    assert "tensors" in m["shards"] and len(parts) == len(m["shards"]["files"]) >= 2
+    assert all(p.stat().st_size <= 200_000 for p in [path, *parts])
+    back, _ = load_artifact(path)
+    assert set(back) == set(state) and all(torch.equal(back[k], v) for k, v in state.items())
+    # The final artifact of the same key and its resume checkpoint keep their own shards.
+    final = tmp_path / "abcdef0123456789.safetensors"
+    save_artifact(final, {"img": torch.zeros(100, 3000, dtype=torch.uint8)}, {"key": "abcdef0123456789"},
+                  max_bytes=200_000)
+    assert sorted(tmp_path.glob("abcdef0123456789.resume.part*")) == parts
+    assert load_artifact(path)[0].keys() == state.keys() and load_artifact(final)[0]["img"].shape == (100, 3000)
+    delete_artifact(path)
+    assert not path.exists() and not path.with_suffix(".json").exists()
+    assert not list(tmp_path.glob("abcdef0123456789.resume.*")) and load_artifact(final)[0]["img"].shape[0] == 100
+    delete_artifact(path)  # nothing left: no error
+    save_artifact(path, state, {"stage": "x_resume"}, max_bytes=200_000)
+    victim = sorted(tmp_path.glob("abcdef0123456789.resume.part*"))[0]
+    other = {k: v.clone() for k, v in state.items()}
+    other["model.0.weight"] += 1
+    save_artifact(tmp_path / "0000000000000000.safetensors", other, {}, max_bytes=200_000)
+    # A shard swapped for one holding other tensors is refused, not merged.
+    donor = sorted(tmp_path.glob("0000000000000000.part*"))[-1]
+    victim.write_bytes(donor.read_bytes())
+    with pytest.raises(ArtifactError):
+        load_artifact(path)
+    with pytest.raises(ValueError, match="alone is"):
+        save_artifact(tmp_path / "big.safetensors", {"w": torch.zeros(1, 60_000)}, {}, max_bytes=200_000)
+
+
 def test_sharded_save_killed_before_its_commit_keeps_the_previous_artifact(tmp_path, monkeypatch):
     import paperlib.cache as cache
 

@@ -371,14 +371,18 @@ def test_load_or_train_pauses_resumes_and_records_test_accuracy(monkeypatch):
     x_test, y_test = colour_problem(50, 16, 1)
     cfg = ClassifierConfig(arch="resnet", epochs=2, batch_size=16, lr=3e-3)
     fp = fingerprint(x, y)
+    monkeypatch.setattr(classifiers, "PUBLISH_MAX_BYTES", 800_000)  # a committable resume file is sharded
     with pytest.raises(TrainingIncomplete, match="training incomplete, call again"):
         load_or_train_classifier(cfg, x, y, 10, fp, progress=False, test=(x_test, y_test), max_seconds=0)
     config = {**cfg.to_dict(), "num_classes": 10, "image_size": 16, "n_images": 64, "data": fp}
     final = classifiers.artifact_path("classifier", config, classifiers.CACHE_VERSION)
     resume = final.with_name(f"{final.name.split('.')[0]}.resume.safetensors")
     assert resume.is_file() and not final.exists()
+    shards = list(resume.parent.glob(f"{resume.name.removesuffix('.safetensors')}.part*"))
+    assert shards and all(p.stat().st_size <= 800_000 for p in [resume, *shards])
     model, manifest = load_or_train_classifier(cfg, x, y, 10, fp, progress=False, test=lambda: (x_test, y_test))
     assert final.is_file() and not resume.exists() and not resume.with_suffix(".json").exists()
+    assert not any(p.exists() for p in shards)
     assert manifest["test_accuracy"] == accuracy(predict(model, x_test), y_test) and manifest["test_n"] == 50
     assert manifest["key"] == final.name.split(".")[0]
     assert len(manifest["history"]["train_loss"]) == 2 and manifest["wall_time_s"] > 0
