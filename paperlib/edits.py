@@ -348,6 +348,10 @@ def nearest_input(outputs: Tensor, inputs: Tensor) -> Tensor:
     return torch.cdist(a, b).argmin(dim=1)
 
 
+MOVED_IOU = 0.5
+"""An output's object counts as moved (or redrawn) when its IoU with the input's object is below this."""
+
+
 @torch.no_grad()
 def edit_scores(
     run: dict[str, Tensor],
@@ -365,21 +369,24 @@ def edit_scores(
         classifiers: Chapter 2's judges; ``correct`` is the share of them that read the input's class.
         t_star: The run's ``t*`` (a column).
         shapes: For shapes, the :class:`paperlib.data.ShapesData` of the inputs (masks and factors).
-        probes: For shapes, :func:`paperlib.factors.train_background_probes`'s probes.
+        probes: For shapes, :func:`paperlib.factors.train_background_probes`'s probes; with a ``"mask"``
+            entry (:func:`paperlib.factors.train_mask_probe`), the object the output shows is found, and the
+            background is what lies outside both the input's object and the output's (an edit that moves the
+            object does not show its silhouette to the background probes, nor count it as background change).
 
     Returns:
         Columns ``image`` (row in the run), ``label``, ``t_star``, ``method``, ``k`` (``K_STAR`` for ``k*``),
         ``k_label``, ``k_used`` (the image's number of directions), ``w``, ``dx``, ``df``, ``psnr``, ``ssim``
         (against the input, 8-bit scale), ``correct``, ``identity`` (the output is nearer its own input than
         any other input of the run, :func:`nearest_input`); with ``shapes``: ``change_outside``, ``change_inside``
-        (mean absolute pixel change outside / inside the input's mask), ``bg_family_kept``,
+        (mean absolute pixel change outside / inside the object), ``bg_family_kept``,
         ``class_from_bg``, ``own_bg`` (the input's background belongs to its class's family) and
         ``class_from_bg_own`` / ``class_from_bg_rand`` (``class_from_bg`` on own- / other-background inputs,
-        NaN on the others).
+        NaN on the others); with a mask probe also ``object_iou`` (IoU of the output's object with the input's)
+        and ``moved`` (that IoU below :data:`MOVED_IOU`).
     """
     from paperlib.classifiers import predict
-    from paperlib.data import background_only
-    from paperlib.factors import BOX_MARGIN, pixel_change
+    from paperlib.factors import background_view, mask_iou, object_masks, pixel_change
 
     labels = run["labels"]
     if len(inputs) != len(labels):
@@ -398,8 +405,14 @@ def edit_scores(
             "identity": nearest_input(out, inputs).eq(torch.arange(len(labels))).float().numpy(),
         }
         if shapes is not None:
-            change = pixel_change(inputs, out, shapes.masks)
-            view = background_only(out, shapes.masks, BOX_MARGIN)
+            objects = [shapes.masks]
+            if "mask" in probes:
+                found = object_masks(probes["mask"], out)
+                objects.append(found)
+                iou = mask_iou(found, shapes.masks)
+                cols |= {"object_iou": iou.numpy(), "moved": (iou < MOVED_IOU).float().numpy()}
+            change = pixel_change(inputs, out, torch.stack(objects).any(0))
+            view = background_view(out, *objects)
             cols |= {
                 "change_outside": change["outside"].numpy(), "change_inside": change["inside"].numpy(),
                 "bg_family_kept": (predict(probes["bg_family"], view).argmax(1)
@@ -414,7 +427,7 @@ def edit_scores(
 
 
 SUMMARY_METRICS = ("correct", "identity", "psnr", "ssim", "dx", "df", "change_outside", "class_from_bg",
-                   "class_from_bg_own", "class_from_bg_rand", "bg_family_kept")
+                   "class_from_bg_own", "class_from_bg_rand", "bg_family_kept", "object_iou", "moved")
 
 
 def summarize(scores: pd.DataFrame, by: tuple[str, ...] = ("t_star", "method", "k", "k_label", "w"),

@@ -19,12 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from paperlib.cache import load_or_compute
 from paperlib.classifiers import ClassifierConfig, load_or_train_classifier, predict
-from paperlib.data import DATASET_NAMES, ShapesData, background_only, backgrounds_challenge, make_shapes
+from paperlib.data import (
+    DATASET_NAMES,
+    ShapesData,
+    background_only,
+    backgrounds_challenge,
+    foreground_box_mask,
+    make_shapes,
+)
 from paperlib.metrics import two_standard_errors
 from paperlib.progress import tqdm
 
@@ -66,6 +75,149 @@ def pixel_change(before: Tensor, after: Tensor, masks: Tensor) -> dict[str, Tens
     m = masks.float()
     return {"inside": (d * m).sum((1, 2)) / m.sum((1, 2)).clamp(min=1),
             "outside": (d * (1 - m)).sum((1, 2)) / (1 - m).sum((1, 2)).clamp(min=1)}
+
+
+class ObjectMaskNet(nn.Module):
+    """A fully convolutional foreground segmenter for shapes images: four 3x3 convolutions (dilations 1, 2, 4,
+    1: a 17-pixel receptive field, the whole of a 16x16 image) with batch norm and ReLU, then one logit per
+    pixel. Input ``[N, 3, H, W]`` uint8 (scaled inside), output ``[N, H, W]`` logits."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        for d in (1, 2, 4, 1):
+            layers += [nn.Conv2d(c, width, 3, padding=d, dilation=d), nn.BatchNorm2d(width), nn.ReLU()]
+            c = width
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images.float() / 127.5 - 1)[:, 0]
+
+
+MASK_PROBE_VERSION = 1
+"""Bump when :func:`train_mask_probe`'s training changes its result."""
+
+
+def largest_component(masks: Tensor) -> Tensor:
+    """The largest 8-connected component of each mask (empty masks stay empty; at 16x16 a star's tips touch
+    its body only at corners).
+
+    Args:
+        masks: ``[N, H, W]`` bool.
+
+    Returns:
+        ``[N, H, W]`` bool.
+    """
+    from scipy import ndimage
+
+    out = torch.zeros_like(masks)
+    for i, m in enumerate(masks.numpy()):
+        lab, n = ndimage.label(m, structure=np.ones((3, 3)))
+        if n:
+            sizes = ndimage.sum_labels(m, lab, range(1, n + 1))
+            out[i] = torch.from_numpy(lab == 1 + int(sizes.argmax()))
+    return out
+
+
+@torch.no_grad()
+def object_masks(probe: nn.Module, images: Tensor, batch_size: int = 1024) -> Tensor:
+    """The object each image shows, as :class:`ObjectMaskNet` segments it: pixels with a logit above 0, then
+    their largest 8-connected component (a stray textured pixel does not grow the object's box).
+
+    Args:
+        probe: A trained :class:`ObjectMaskNet`.
+        images: ``[N, 3, H, W]`` uint8.
+
+    Returns:
+        ``[N, H, W]`` bool.
+    """
+    probe.eval()
+    logits = torch.cat([probe(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    return largest_component(logits > 0)
+
+
+def mask_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union of paired masks ``[N, H, W]`` (1 where both are empty); ``[N]`` float."""
+    inter, union = (a & b).flatten(1).sum(1), (a | b).flatten(1).sum(1)
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float))
+
+
+def background_view(images: Tensor, *masks: Tensor, margin: int = BOX_MARGIN, fill: int = 128) -> Tensor:
+    """:func:`paperlib.data.background_only` over several objects: each mask's box (grown by ``margin``) is
+    greyed out, e.g. the input's object and the object an edit drew elsewhere, so that neither silhouette
+    reaches a background probe.
+
+    Args:
+        images: ``[N, 3, H, W]`` uint8.
+        *masks: ``[N, H, W]`` bool masks, at least one.
+        margin: Box growth in pixels.
+        fill: Grey level.
+
+    Returns:
+        ``[N, 3, H, W]`` uint8, a new tensor.
+    """
+    if not masks:
+        raise ValueError("background_view needs at least one mask")
+    boxes = torch.stack([foreground_box_mask(m, margin) for m in masks]).any(0)
+    return images.masked_fill(boxes[:, None], fill)
+
+
+def train_mask_probe(
+    n: int, size: int, seed: int, epochs: int = 4, publish: bool = False, progress: bool = True,
+) -> tuple[ObjectMaskNet, pd.DataFrame]:
+    """An :class:`ObjectMaskNet` trained on a fresh shapes draw to find the object in an edited image, whose
+    mask is unknown (an edit may move, grow or redraw it).
+
+    Adam (lr 2e-3), per-pixel binary cross-entropy, batch 128, random horizontal flips, ``epochs`` passes over
+    ``make_shapes(n, seed, size, bg_correlation=0)`` with the second half of it pasted on Mixed-Rand
+    backgrounds: backgrounds independent of the class, and shapes on backgrounds of a similar hue, so that the
+    probe finds a shape on any background (an edit may repaint it); cached as a ``mask_probe`` artifact.
+
+    Returns:
+        ``(probe, checks)``: ``checks`` has the mean IoU of :func:`object_masks` with the true masks and the
+        pixel accuracy on a held-out draw with the book's class/background correlation and on its Mixed-Rand
+        version (objects on other classes' backgrounds), with the number of ``images``.
+    """
+    config = {"n": n, "size": size, "seed": seed, "epochs": epochs, "width": 32, "lr": 2e-3, "batch_size": 128,
+              "bg_correlation": 0.0, "mixed_rand": 0.5}
+
+    def compute() -> dict[str, Tensor]:
+        data = make_shapes(n, seed, size, config["bg_correlation"])
+        mixed = backgrounds_challenge(data, seed + 7)["mixed_rand"]
+        images = torch.cat([data.images[: n // 2], mixed.images[n // 2:]])
+        masks = torch.cat([data.masks[: n // 2], mixed.masks[n // 2:]])
+        g = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = ObjectMaskNet(config["width"])
+        opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+        bs = config["batch_size"]
+        model.train()
+        for _ in tqdm(range(epochs), desc="mask probe", disable=not progress):
+            for idx in torch.randperm(n, generator=g).split(bs):
+                x, m = images[idx], masks[idx].float()
+                flip = torch.rand(len(idx), generator=g) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                m = torch.where(flip[:, None, None], m.flip(-1), m)
+                loss = nn.functional.binary_cross_entropy_with_logits(model(x), m)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    tensors, _ = load_or_compute("mask_probe", config, compute, version=MASK_PROBE_VERSION, publish=publish,
+                                 how="execute chapter 5b (it trains in about a minute)")
+    probe = ObjectMaskNet(config["width"])
+    probe.load_state_dict(tensors)
+    probe.eval()
+    test = make_shapes(max(200, n // 5), seed + 1, size)
+    rows = []
+    for split, d in (("held-out", test), ("mixed_rand", backgrounds_challenge(test, seed + 2)["mixed_rand"])):
+        found = object_masks(probe, d.images)
+        rows.append({"split": split, "images": len(d), "IoU": mask_iou(found, d.masks).mean().item(),
+                     "pixel accuracy": (found == d.masks).float().mean().item()})
+    return probe, pd.DataFrame(rows)
 
 
 def train_background_probes(

@@ -342,3 +342,58 @@ def test_matched_comparison_uses_the_same_images_on_both_axes():
     assert (table.n == 200).all() and table.distance.min() > 4
     with pytest.raises(ValueError, match="alpha"):
         matched_comparison(df, 900, 3.0, alpha=1.5)
+
+
+def test_edit_scores_find_a_moved_object_and_keep_it_from_the_background_probes():
+    from paperlib.data import make_shapes
+    from paperlib.factors import largest_component
+
+    class Fixed(torch.nn.Module):  # returns preset outputs for the known batch
+        def __init__(self, out):
+            super().__init__()
+            self.out = out
+
+        def forward(self, x):
+            return self.out[: len(x)]
+
+    class SeesColour(torch.nn.Module):  # reads the class iff a pixel of the object's colour is visible
+        def __init__(self, colours, labels):
+            super().__init__()
+            self.colours, self.labels = colours, labels
+
+        def forward(self, x):
+            x = (255 * x[: len(self.labels)]).round().to(torch.uint8)  # predict passes [0, 1] floats
+            seen = (x == self.colours[:, :, None, None]).all(1).flatten(1).any(1)
+            return torch.nn.functional.one_hot(torch.where(seen, self.labels, (self.labels + 1) % 10), 10).float()
+
+    d = make_shapes(8, 3, 16)
+    cols = [m.any(0).nonzero()[:, 0] for m in d.masks]  # to the far edge, without wrapping
+    moved_masks = torch.stack([m.roll(15 - int(c[-1]) if 15 - c[-1] >= c[0] else -int(c[0]), dims=1)
+                               for m, c in zip(d.masks, cols)])
+    assert torch.equal(largest_component(moved_masks), moved_masks)  # one object each
+    colours = (255 * d.factors["fg_color"]).round().to(torch.uint8)
+    moved = torch.where(moved_masks[:, None], colours[:, :, None, None], d.backgrounds)
+    run = {"labels": d.labels, "k_star": torch.full((8,), 2), "img.clarid/kstar/w3": moved,
+           "dx.clarid/kstar/w3": torch.ones(8), "df.clarid/kstar/w3": torch.ones(8)}
+    probes = {"bg_family": Fixed(torch.nn.functional.one_hot(d.factors["bg_family"], 10).float()),
+              "class_from_bg": SeesColour(colours, d.labels)}
+    plain = edit_scores(run, d.images, {"oracle": _Oracle()}, 700, d, probes)
+    found = edit_scores(run, d.images, {"oracle": _Oracle()}, 700, d, {**probes, "mask": Fixed(
+        torch.where(moved_masks, 4.0, -4.0))})
+    outside_box = (moved_masks & ~edits_box(d.masks)).flatten(1).any(1)
+    assert outside_box.all()  # every moved object shows outside the input's box
+    # The input's mask alone: the moved silhouette is read as background, and as background change.
+    assert plain.class_from_bg.eq(1).all() and (plain.change_outside > 0).all()
+    # With the output's object found: it is moved, hidden from the probes, and the background is unchanged.
+    assert found.object_iou.tolist() == pytest.approx(
+        ((moved_masks & d.masks).flatten(1).sum(1) / (moved_masks | d.masks).flatten(1).sum(1)).tolist())
+    assert found.moved.tolist() == (found.object_iou < edits.MOVED_IOU).astype(float).tolist()
+    assert found.class_from_bg.eq(0).all() and (found.change_outside == 0).all()
+    assert found.bg_family_kept.eq(1).all()
+
+
+def edits_box(masks):
+    from paperlib.data import foreground_box_mask
+    from paperlib.factors import BOX_MARGIN
+
+    return foreground_box_mask(masks, BOX_MARGIN)

@@ -268,3 +268,60 @@ def test_display_tables_round_once_and_show_undefined_as_a_dash():
     d = ablation_class_display({"cifar10": k})
     assert d.loc[("CIFAR-10", "base"), "t*"] == "900"
     assert d.loc[("CIFAR-10", "base"), "class kept, CLARID"] == "0.53 ± 0.04"
+
+
+def test_mask_iou_largest_component_and_background_view_are_exact():
+    from paperlib.factors import background_view, largest_component, mask_iou
+
+    a = torch.zeros(3, 6, 6, dtype=torch.bool)
+    a[0, 1:3, 1:3] = True  # 4 pixels
+    a[1, 0, 0] = True  # a stray pixel beside a 6-pixel blob
+    a[1, 3:5, 2:5] = True
+    a[1, 2, 5] = True  # touches the blob at a corner: part of it
+    b = a.clone()
+    b[0, 1:3, 3] = True  # 6 pixels, 4 shared
+    assert mask_iou(a, b).tolist() == pytest.approx([4 / 6, 1.0, 1.0])  # two empty masks agree
+    shapes = make_shapes(200, 3, 16).masks  # a true object is one component, but for a rare pixel
+    assert mask_iou(largest_component(shapes), shapes).min() > 0.9
+    kept = largest_component(a)
+    assert kept[1].sum() == 7 and not kept[1, 0, 0] and torch.equal(kept[0], a[0]) and not kept[2].any()
+    images = torch.full((3, 3, 6, 6), 7, dtype=torch.uint8)
+    other = torch.zeros_like(a)
+    other[0, 5, 5] = True
+    view = background_view(images, a, other, margin=0, fill=128)
+    grey = view[:, 0] == 128
+    assert torch.equal(grey[0], a[0] | other[0])  # both objects' boxes, not the box around both
+    assert grey[1].sum() == 5 * 6  # the stray pixel widens its own mask's box
+    assert not grey[2].any() and torch.equal(images, torch.full_like(images, 7))  # input untouched
+
+
+def test_object_masks_thresholds_logits_and_keeps_one_object():
+    from paperlib.factors import object_masks
+
+    class Fixed(nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x):
+            return self.logits[: len(x)]
+
+    logits = torch.full((2, 5, 5), -3.0)
+    logits[0, 0:2, 0:2] = 2.0
+    logits[0, 4, 4] = 0.5  # a second, smaller component
+    logits[1, 2, 2] = 0.0  # not above 0
+    found = object_masks(Fixed(logits), torch.zeros(2, 3, 5, 5, dtype=torch.uint8))
+    assert found[0].sum() == 4 and found[0, :2, :2].all() and not found[1].any()
+
+
+def test_mask_probe_finds_objects_on_held_out_and_mixed_backgrounds():
+    from paperlib.factors import ObjectMaskNet, train_mask_probe
+
+    probe, checks = train_mask_probe(2000, 16, seed=5, epochs=5, progress=False)
+    assert isinstance(probe, ObjectMaskNet) and not probe.training
+    assert list(checks.split) == ["held-out", "mixed_rand"] and (checks.images == 400).all()
+    # Five epochs on 2000 images already separate objects from backgrounds far better than "all background".
+    share_fg = make_shapes(200, 6, 16).masks.float().mean().item()
+    assert (checks["pixel accuracy"] > 1 - share_fg / 2).all() and (checks.IoU > 0.5).all()
+    again, _ = train_mask_probe(2000, 16, seed=5, epochs=5, progress=False)  # cached: the same weights
+    assert all(torch.equal(p, q) for p, q in zip(probe.state_dict().values(), again.state_dict().values()))

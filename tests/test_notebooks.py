@@ -139,6 +139,7 @@ def test_matched_controls_notebook_smoke():
             assert f"{key}_{ds}" in g, f"{key}_{ds}"
         assert int(g[f"n_{ds}"]) == profile_parameters("smoke", "05b_matched_controls")["N_IMAGES"][ds]
     assert g["claim_edits_not_regenerates"] in ("holds", "partly", "does not")
+    assert 0 <= float(g["mask_iou"]) <= 1 and 0 <= float(g["mask_iou_mixed"]) <= 1
 
 
 def test_cadistill_notebook_smoke():
