@@ -348,10 +348,6 @@ def nearest_input(outputs: Tensor, inputs: Tensor) -> Tensor:
     return torch.cdist(a, b).argmin(dim=1)
 
 
-MOVED_IOU = 0.5
-"""An output's object counts as moved (or redrawn) when its IoU with the input's object is below this."""
-
-
 @torch.no_grad()
 def edit_scores(
     run: dict[str, Tensor],
@@ -383,10 +379,10 @@ def edit_scores(
         ``class_from_bg``, ``own_bg`` (the input's background belongs to its class's family) and
         ``class_from_bg_own`` / ``class_from_bg_rand`` (``class_from_bg`` on own- / other-background inputs,
         NaN on the others); with a mask probe also ``object_iou`` (IoU of the output's object with the input's)
-        and ``moved`` (that IoU below :data:`MOVED_IOU`).
+        and ``moved`` (that IoU below :data:`paperlib.factors.MOVED_IOU`).
     """
     from paperlib.classifiers import predict
-    from paperlib.factors import background_view, mask_iou, object_masks, pixel_change
+    from paperlib.factors import MOVED_IOU, background_view, mask_iou, object_masks, pixel_change
 
     labels = run["labels"]
     if len(inputs) != len(labels):

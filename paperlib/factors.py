@@ -95,6 +95,9 @@ class ObjectMaskNet(nn.Module):
         return self.net(images.float() / 127.5 - 1)[:, 0]
 
 
+MOVED_IOU = 0.5
+"""An output's object counts as moved (or redrawn) when its IoU with the input's object is below this."""
+
 MASK_PROBE_VERSION = 1
 """Bump when :func:`train_mask_probe`'s training changes its result."""
 
@@ -419,26 +422,36 @@ def factor_changes(
         inputs: The CLARID run's input images with masks and factors.
         outputs: ``method -> [N, 3, H, W] uint8`` outputs aligned with ``inputs``.
         classifiers: Chapter 2's classifiers (class kept = mean accuracy of the three).
-        probes: From :func:`train_background_probes`.
+        probes: From :func:`train_background_probes`; with a ``"mask"`` entry (:func:`train_mask_probe`) the
+            object each output shows is found: its colour is read there, and the background is what lies
+            outside the input's and the output's object (as in :func:`paperlib.edits.edit_scores`).
 
     Returns:
         One row per method: ``class kept``, ``Δ fg colour``, ``change inside fg``, ``change outside fg``,
         ``inside / outside`` (NaN when nothing changed outside), ``bg family kept``, ``class from bg`` (all
         images), ``class from bg (own bg)`` (inputs on their class's own background family) and ``class from
-        bg (random bg)`` (the others). Pixel values on a 0-1 scale.
+        bg (random bg)`` (the others); with a mask probe also ``object moved`` (share of outputs whose object's
+        IoU with the input's is below :data:`MOVED_IOU`). Pixel values on a 0-1 scale.
     """
     fg_in = foreground_color(inputs.images, inputs.masks)
     own = inputs.factors["bg_family"] == inputs.labels
     rows = {}
     for name, out in {"original": inputs.images, **outputs}.items():
-        view = background_only(out, inputs.masks, BOX_MARGIN)
+        objects, extra = [inputs.masks], {}
+        where = inputs.masks  # where the output's object is read
+        if "mask" in probes:
+            found = object_masks(probes["mask"], out)
+            objects.append(found)
+            where = torch.where(found.flatten(1).any(1)[:, None, None], found, inputs.masks)
+            extra["object moved"] = (mask_iou(found, inputs.masks) < MOVED_IOU).float().mean().item()
+        view = background_view(out, *objects)
         cls = torch.stack([(predict(c, out).argmax(1) == inputs.labels).float() for c in classifiers.values()])
         bg_fam = predict(probes["bg_family"], view).argmax(1) == inputs.factors["bg_family"]
         cls_bg = predict(probes["class_from_bg"], view).argmax(1) == inputs.labels
-        change = pixel_change(inputs.images, out, inputs.masks)
+        change = pixel_change(inputs.images, out, torch.stack(objects).any(0))
         rows[name] = {
             "class kept": cls.mean().item(),
-            "Δ fg colour": (foreground_color(out, inputs.masks) - fg_in).norm(dim=1).mean().item(),
+            "Δ fg colour": (foreground_color(out, where) - fg_in).norm(dim=1).mean().item(),
             "change inside fg": change["inside"].mean().item(),
             "change outside fg": change["outside"].mean().item(),
             "inside / outside": (change["inside"].mean() / change["outside"].mean()).item()
@@ -447,6 +460,7 @@ def factor_changes(
             "class from bg": cls_bg.float().mean().item(),
             "class from bg (own bg)": cls_bg[own].float().mean().item() if own.any() else float("nan"),
             "class from bg (random bg)": cls_bg[~own].float().mean().item() if (~own).any() else float("nan"),
+            **extra,
         }
     return pd.DataFrame(rows).T
 

@@ -346,7 +346,7 @@ def test_matched_comparison_uses_the_same_images_on_both_axes():
 
 def test_edit_scores_find_a_moved_object_and_keep_it_from_the_background_probes():
     from paperlib.data import make_shapes
-    from paperlib.factors import largest_component
+    from paperlib.factors import MOVED_IOU, largest_component
 
     class Fixed(torch.nn.Module):  # returns preset outputs for the known batch
         def __init__(self, out):
@@ -387,7 +387,7 @@ def test_edit_scores_find_a_moved_object_and_keep_it_from_the_background_probes(
     # With the output's object found: it is moved, hidden from the probes, and the background is unchanged.
     assert found.object_iou.tolist() == pytest.approx(
         ((moved_masks & d.masks).flatten(1).sum(1) / (moved_masks | d.masks).flatten(1).sum(1)).tolist())
-    assert found.moved.tolist() == (found.object_iou < edits.MOVED_IOU).astype(float).tolist()
+    assert found.moved.tolist() == (found.object_iou < MOVED_IOU).astype(float).tolist()
     assert found.class_from_bg.eq(0).all() and (found.change_outside == 0).all()
     assert found.bg_family_kept.eq(1).all()
 

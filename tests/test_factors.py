@@ -298,14 +298,6 @@ def test_mask_iou_largest_component_and_background_view_are_exact():
 def test_object_masks_thresholds_logits_and_keeps_one_object():
     from paperlib.factors import object_masks
 
-    class Fixed(nn.Module):
-        def __init__(self, logits):
-            super().__init__()
-            self.logits = logits
-
-        def forward(self, x):
-            return self.logits[: len(x)]
-
     logits = torch.full((2, 5, 5), -3.0)
     logits[0, 0:2, 0:2] = 2.0
     logits[0, 4, 4] = 0.5  # a second, smaller component
@@ -325,3 +317,32 @@ def test_mask_probe_finds_objects_on_held_out_and_mixed_backgrounds():
     assert (checks["pixel accuracy"] > 1 - share_fg / 2).all() and (checks.IoU > 0.5).all()
     again, _ = train_mask_probe(2000, 16, seed=5, epochs=5, progress=False)  # cached: the same weights
     assert all(torch.equal(p, q) for p, q in zip(probe.state_dict().values(), again.state_dict().values()))
+
+
+def test_factor_changes_read_a_moved_object_where_it_is():
+    d = make_shapes(8, 3, 16)
+    cols = [m.any(0).nonzero()[:, 0] for m in d.masks]  # to the far edge, without wrapping
+    moved_masks = torch.stack([m.roll(15 - int(c[-1]) if 15 - c[-1] >= c[0] else -int(c[0]), dims=1)
+                               for m, c in zip(d.masks, cols)])
+    colours = (255 * d.factors["fg_color"]).round().to(torch.uint8)
+    moved = torch.where(moved_masks[:, None], colours[:, :, None, None], d.backgrounds)
+    probes = {"bg_family": Oracle(d.factors["bg_family"]), "class_from_bg": Oracle(d.labels)}
+    plain = factor_changes(d, {"moved": moved}, {"a": Oracle(d.labels)}, probes)
+    found = factor_changes(d, {"moved": moved}, {"a": Oracle(d.labels)},
+                           {**probes, "mask": Fixed(torch.where(moved_masks, 4.0, -4.0))})
+    assert "object moved" not in plain and found.loc["moved", "object moved"] == 1.0
+    # The input's mask alone reads the background as the object's colour and the moved object as background.
+    assert plain.loc["moved", "Δ fg colour"] > 0.1 and plain.loc["moved", "change outside fg"] > 0
+    assert found.loc["moved", "Δ fg colour"] == pytest.approx(0, abs=1e-6)
+    assert found.loc["moved", "change outside fg"] == 0.0
+
+
+class Fixed(nn.Module):
+    """Returns preset outputs for a known batch."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        return self.out[: len(x)]
