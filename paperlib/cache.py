@@ -224,6 +224,15 @@ def _nbytes(tensors: Mapping[str, Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
+_HEADER_BYTES = 65536
+"""Headroom for a shard's header (the head file's manifest included) besides :data:`_HEADER_PER_TENSOR`."""
+
+_HEADER_PER_TENSOR = 512
+"""Headroom per tensor of a shard: its header entry (name, dtype, shape, offsets) and its name in a manifest."""
+
+_SHARD_RE = re.compile(r"\.part\d+-[0-9a-f]{12}\.safetensors$")
+
+
 def _split_rows(tensors: dict[str, Tensor], max_bytes: int) -> tuple[list[dict[str, Tensor]], list[str], int]:
     """Split the tensors that share the most common first dimension into row shards of at most ``max_bytes``
     (with the other tensors in shard 0). Returns ``(shards, split names, rows)``."""
@@ -233,7 +242,7 @@ def _split_rows(tensors: dict[str, Tensor], max_bytes: int) -> tuple[list[dict[s
     split = sorted(k for k, t in tensors.items() if t.ndim >= 1 and t.shape[0] == rows)
     fixed = _nbytes({k: t for k, t in tensors.items() if k not in split})
     per_row = _nbytes({k: tensors[k] for k in split}) / rows
-    budget = max_bytes - fixed - 65536  # headroom for headers
+    budget = max_bytes - fixed - _HEADER_BYTES - _HEADER_PER_TENSOR * len(tensors)
     if budget < per_row:
         raise ValueError(f"cannot shard below {max_bytes} bytes: one row is {per_row:.0f} bytes and the unsplit "
                          f"tensors take {fixed}")
@@ -247,13 +256,13 @@ def _split_rows(tensors: dict[str, Tensor], max_bytes: int) -> tuple[list[dict[s
 def _pack_tensors(tensors: dict[str, Tensor], max_bytes: int) -> list[dict[str, Tensor]]:
     """Whole tensors packed, in name order, into shards of at most ``max_bytes`` (the fallback of
     :func:`_split_rows` for tensors that share no large first dimension, e.g. a training state)."""
-    budget = max_bytes - 65536  # headroom for headers
+    budget = max_bytes - _HEADER_BYTES
     shards: list[dict[str, Tensor]] = [{}]
     for name in sorted(tensors):
-        size = _nbytes({name: tensors[name]})
+        size = _nbytes({name: tensors[name]}) + _HEADER_PER_TENSOR
         if size > budget:
             raise ValueError(f"cannot shard below {max_bytes} bytes: the tensor {name!r} alone is {size} bytes")
-        if shards[-1] and _nbytes(shards[-1]) + size > budget:
+        if shards[-1] and _nbytes(shards[-1]) + _HEADER_PER_TENSOR * len(shards[-1]) + size > budget:
             shards.append({})
         shards[-1][name] = tensors[name]
     return shards
@@ -313,6 +322,8 @@ def save_artifact(path: Path, tensors: dict[str, Tensor], manifest: dict, max_by
         remove_stale_tmp(path)
         remove_stale_tmp(path.with_suffix(".json"))
         keep = set(full.get("shards", {}).get("files", []))
+        for stale in path.parent.glob(f".{path.name.removesuffix('.safetensors')}.part*-*.safetensors*tmp"):
+            stale.unlink(missing_ok=True)  # a killed save's shard
         for i, part in enumerate(shards[1:], start=1):
             part_path = path.parent / _part_name(path, i, part)
             remove_stale_tmp(part_path)
@@ -690,7 +701,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["migrate"])
     parser.add_argument("paths", nargs="+", type=Path, help=".safetensors files or folders of them")
     args = parser.parse_args(argv)
-    files = sorted({f for p in args.paths for f in ([p] if p.is_file() else p.rglob("*.safetensors"))})
+    files = sorted({f for p in args.paths for f in ([p] if p.is_file() else p.rglob("*.safetensors"))
+                    if not _SHARD_RE.search(f.name)})  # a shard is read through its head file
     done = 0
     for f in files:
         manifest = _read_json(f.with_suffix(".json")) or {}

@@ -159,7 +159,8 @@ def check_resumable(path: Path, meta: dict, config: dict, data_fp: str) -> None:
     if diffs:
         raise ProvenanceError(
             f"cannot resume {path}: it was made with other settings ({'; '.join(diffs)}). Train with the "
-            f"checkpoint's settings and data, or delete {path.name} and its .json to start afresh."
+            f"checkpoint's settings and data, or delete {path.name} with its .json and shards "
+            f"(paperlib.cache.delete_artifact) to start afresh."
         )
 
 

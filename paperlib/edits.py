@@ -22,6 +22,7 @@ import math
 import time
 import warnings
 import zlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -366,9 +367,10 @@ def edit_scores(
         t_star: The run's ``t*`` (a column).
         shapes: For shapes, the :class:`paperlib.data.ShapesData` of the inputs (masks and factors).
         probes: For shapes, :func:`paperlib.factors.train_background_probes`'s probes; with a ``"mask"``
-            entry (:func:`paperlib.factors.train_mask_probe`), the object the output shows is found, and the
-            background is what lies outside both the input's object and the output's (an edit that moves the
-            object does not show its silhouette to the background probes, nor count it as background change).
+            entry (:func:`paperlib.factors.train_mask_probe`), the object each output shows is found, and every
+            edit's background is the same region of its image, outside the input's object and every edit's
+            (:class:`paperlib.factors.SharedBackground`): an edit that moves the object neither shows its
+            silhouette to the background probes nor has its background measured on less of the image.
 
     Returns:
         Columns ``image`` (row in the run), ``label``, ``t_star``, ``method``, ``k`` (``K_STAR`` for ``k*``),
@@ -378,16 +380,20 @@ def edit_scores(
         (mean absolute pixel change outside / inside the object), ``bg_family_kept``,
         ``class_from_bg``, ``own_bg`` (the input's background belongs to its class's family) and
         ``class_from_bg_own`` / ``class_from_bg_rand`` (``class_from_bg`` on own- / other-background inputs,
-        NaN on the others); with a mask probe also ``object_iou`` (IoU of the output's object with the input's)
-        and ``moved`` (that IoU below :data:`paperlib.factors.MOVED_IOU`).
+        NaN on the others); with a mask probe also ``object_iou`` (IoU of the output's object with the input's),
+        ``moved`` (that IoU below :data:`paperlib.factors.MOVED_IOU`: moved, redrawn or lost) and ``bg_visible``
+        (share of the image the background probes see, the same for every edit of an image).
     """
     from paperlib.classifiers import predict
-    from paperlib.factors import MOVED_IOU, background_view, mask_iou, object_masks, pixel_change
+    from paperlib.factors import MOVED_IOU, SharedBackground, pixel_change
 
     labels = run["labels"]
     if len(inputs) != len(labels):
         raise ValueError(f"inputs must be the run's {len(labels)} input images, got {len(inputs)}")
     frames = []
+    if shapes is not None:
+        shared = SharedBackground(shapes.masks, {e.name: run[f"img.{e.name}"] for e in run_edits(run)},
+                                  probes.get("mask"))
     for e in run_edits(run):
         out = run[f"img.{e.name}"]
         correct = torch.stack([(predict(c, out).argmax(1) == labels).float() for c in classifiers.values()])
@@ -401,14 +407,12 @@ def edit_scores(
             "identity": nearest_input(out, inputs).eq(torch.arange(len(labels))).float().numpy(),
         }
         if shapes is not None:
-            objects = [shapes.masks]
-            if "mask" in probes:
-                found = object_masks(probes["mask"], out)
-                objects.append(found)
-                iou = mask_iou(found, shapes.masks)
-                cols |= {"object_iou": iou.numpy(), "moved": (iou < MOVED_IOU).float().numpy()}
-            change = pixel_change(inputs, out, torch.stack(objects).any(0))
-            view = background_view(out, *objects)
+            if shared.found:
+                iou = shared.iou(e.name)
+                cols |= {"object_iou": iou.numpy(), "moved": (iou < MOVED_IOU).float().numpy(),
+                         "bg_visible": shared.visible.numpy()}
+            change = pixel_change(inputs, out, shared.objects)
+            view = shared.view(out)
             cols |= {
                 "change_outside": change["outside"].numpy(), "change_inside": change["inside"].numpy(),
                 "bg_family_kept": (predict(probes["bg_family"], view).argmax(1)
@@ -561,6 +565,16 @@ def equal_distance_verdict(table: pd.DataFrame, higher_is_better: bool = True) -
         out[ctrl] = ("unmatched" if v == {"unmatched"} else "mixed" if {good, bad} <= v else "wins" if good in v
                      else "loses" if bad in v else "ties")
     return out
+
+
+_VERDICT_PHRASES = {"wins": "wins against {c}", "loses": "loses against {c}", "ties": "ties with {c}",
+                    "mixed": "both wins and loses against {c}",
+                    "unmatched": "cannot be compared with {c} (their distances to the input never overlap)"}
+
+
+def verdict_words(verdicts: Mapping[str, str]) -> str:
+    """:func:`equal_distance_verdict`'s words as a clause, e.g. "wins against `span`, ties with `isotropic`"."""
+    return ", ".join(_VERDICT_PHRASES[v].format(c=f"`{c}`") for c, v in verdicts.items())
 
 
 def paired_gap(scores: pd.DataFrame, metric: str, a: dict, b: dict) -> tuple[float, float, int]:

@@ -31,6 +31,7 @@ from paperlib.data import (
     ShapesData,
     background_only,
     backgrounds_challenge,
+    fingerprint,
     foreground_box_mask,
     make_shapes,
 )
@@ -146,9 +147,16 @@ def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float))
 
 
+def object_boxes(*masks: Tensor, margin: int = BOX_MARGIN) -> Tensor:
+    """The union of each mask's bounding box (grown by ``margin``): ``[N, H, W]`` bool from masks ``[N, H, W]``."""
+    if not masks:
+        raise ValueError("object_boxes needs at least one mask")
+    return torch.stack([foreground_box_mask(m, margin) for m in masks]).any(0)
+
+
 def background_view(images: Tensor, *masks: Tensor, margin: int = BOX_MARGIN, fill: int = 128) -> Tensor:
     """:func:`paperlib.data.background_only` over several objects: each mask's box (grown by ``margin``) is
-    greyed out, e.g. the input's object and the object an edit drew elsewhere, so that neither silhouette
+    greyed out, e.g. the input's object and the objects the edits of it drew elsewhere, so that no silhouette
     reaches a background probe.
 
     Args:
@@ -160,10 +168,42 @@ def background_view(images: Tensor, *masks: Tensor, margin: int = BOX_MARGIN, fi
     Returns:
         ``[N, 3, H, W]`` uint8, a new tensor.
     """
-    if not masks:
-        raise ValueError("background_view needs at least one mask")
-    boxes = torch.stack([foreground_box_mask(m, margin) for m in masks]).any(0)
-    return images.masked_fill(boxes[:, None], fill)
+    return images.masked_fill(object_boxes(*masks, margin=margin)[:, None], fill)
+
+
+class SharedBackground:
+    """The background every method's output of an image is measured on: outside the input's object and the
+    object each output shows (found by a :func:`train_mask_probe` probe), the same region for every method, so
+    that a method that moves the object neither shows its silhouette to the background probes nor has its
+    background measured on less of the image than the others.
+
+    Args:
+        input_masks: ``[N, H, W]`` bool, the inputs' objects.
+        outputs: ``name -> [N, 3, H, W]`` uint8, every method's outputs of the same inputs.
+        probe: A mask probe, or ``None`` (the input's object only, as before the probe existed).
+
+    Attributes:
+        found: ``name -> [N, H, W]`` the object found in each output (empty without a probe).
+        objects: ``[N, H, W]`` the union of all objects (pixel changes are measured outside and inside it).
+        boxes: ``[N, H, W]`` the union of their boxes (greyed in the background probes' views).
+        visible: ``[N]`` share of each image the background probes see.
+    """
+
+    def __init__(self, input_masks: Tensor, outputs: Mapping[str, Tensor], probe: nn.Module | None = None):
+        self.input_masks = input_masks
+        self.found = {k: object_masks(probe, v) for k, v in outputs.items()} if probe is not None else {}
+        masks = [input_masks, *self.found.values()]
+        self.objects = torch.stack(masks).any(0)
+        self.boxes = object_boxes(*masks)
+        self.visible = 1 - self.boxes.float().mean((1, 2))
+
+    def view(self, images: Tensor, fill: int = 128) -> Tensor:
+        """Background-only views of ``images`` (outputs of these inputs): the shared boxes greyed."""
+        return images.masked_fill(self.boxes[:, None], fill)
+
+    def iou(self, name: str) -> Tensor:
+        """``[N]`` IoU of output ``name``'s object with the input's."""
+        return mask_iou(self.found[name], self.input_masks)
 
 
 def train_mask_probe(
@@ -185,11 +225,14 @@ def train_mask_probe(
     config = {"n": n, "size": size, "seed": seed, "epochs": epochs, "width": 32, "lr": 2e-3, "batch_size": 128,
               "bg_correlation": 0.0, "mixed_rand": 0.5}
 
+    data = make_shapes(n, seed, size, config["bg_correlation"])
+    mixed = backgrounds_challenge(data, seed + 7)["mixed_rand"]
+    cut = n - round(config["mixed_rand"] * n)  # the first images on their own backgrounds, the rest mixed
+    images = torch.cat([data.images[:cut], mixed.images[cut:]])
+    masks = torch.cat([data.masks[:cut], mixed.masks[cut:]])
+    fp = fingerprint(images, masks.flatten(1).sum(1))  # the images, and each object's area
+
     def compute() -> dict[str, Tensor]:
-        data = make_shapes(n, seed, size, config["bg_correlation"])
-        mixed = backgrounds_challenge(data, seed + 7)["mixed_rand"]
-        images = torch.cat([data.images[: n // 2], mixed.images[n // 2:]])
-        masks = torch.cat([data.masks[: n // 2], mixed.masks[n // 2:]])
         g = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -210,7 +253,7 @@ def train_mask_probe(
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     tensors, _ = load_or_compute("mask_probe", config, compute, version=MASK_PROBE_VERSION, publish=publish,
-                                 how="execute chapter 5b (it trains in about a minute)")
+                                 provenance={"data": fp}, how="execute chapter 5b (it trains in about a minute)")
     probe = ObjectMaskNet(config["width"])
     probe.load_state_dict(tensors)
     probe.eval()
@@ -423,32 +466,34 @@ def factor_changes(
         outputs: ``method -> [N, 3, H, W] uint8`` outputs aligned with ``inputs``.
         classifiers: Chapter 2's classifiers (class kept = mean accuracy of the three).
         probes: From :func:`train_background_probes`; with a ``"mask"`` entry (:func:`train_mask_probe`) the
-            object each output shows is found: its colour is read there, and the background is what lies
-            outside the input's and the output's object (as in :func:`paperlib.edits.edit_scores`).
+            object each output shows is found: its colour is read there, and every method's background is the
+            same region, outside the input's object and all outputs' (:class:`SharedBackground`).
 
     Returns:
         One row per method: ``class kept``, ``Δ fg colour``, ``change inside fg``, ``change outside fg``,
         ``inside / outside`` (NaN when nothing changed outside), ``bg family kept``, ``class from bg`` (all
         images), ``class from bg (own bg)`` (inputs on their class's own background family) and ``class from
         bg (random bg)`` (the others); with a mask probe also ``object moved`` (share of outputs whose object's
-        IoU with the input's is below :data:`MOVED_IOU`). Pixel values on a 0-1 scale.
+        IoU with the input's is below :data:`MOVED_IOU`: moved, redrawn or lost) and ``bg visible`` (share of
+        the image the background probes see, the same for every method). Pixel values on a 0-1 scale.
     """
     fg_in = foreground_color(inputs.images, inputs.masks)
     own = inputs.factors["bg_family"] == inputs.labels
+    everything = {"original": inputs.images, **outputs}
+    shared = SharedBackground(inputs.masks, everything, probes.get("mask"))
     rows = {}
-    for name, out in {"original": inputs.images, **outputs}.items():
-        objects, extra = [inputs.masks], {}
-        where = inputs.masks  # where the output's object is read
-        if "mask" in probes:
-            found = object_masks(probes["mask"], out)
-            objects.append(found)
+    for name, out in everything.items():
+        extra, where = {}, inputs.masks  # where the output's object is read
+        if shared.found:
+            found = shared.found[name]
             where = torch.where(found.flatten(1).any(1)[:, None, None], found, inputs.masks)
-            extra["object moved"] = (mask_iou(found, inputs.masks) < MOVED_IOU).float().mean().item()
-        view = background_view(out, *objects)
+            extra = {"object moved": (shared.iou(name) < MOVED_IOU).float().mean().item(),
+                     "bg visible": shared.visible.mean().item()}
+        view = shared.view(out)
         cls = torch.stack([(predict(c, out).argmax(1) == inputs.labels).float() for c in classifiers.values()])
         bg_fam = predict(probes["bg_family"], view).argmax(1) == inputs.factors["bg_family"]
         cls_bg = predict(probes["class_from_bg"], view).argmax(1) == inputs.labels
-        change = pixel_change(inputs.images, out, torch.stack(objects).any(0))
+        change = pixel_change(inputs.images, out, shared.objects)
         rows[name] = {
             "class kept": cls.mean().item(),
             "Δ fg colour": (foreground_color(out, where) - fg_in).norm(dim=1).mean().item(),

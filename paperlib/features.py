@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from paperlib.cache import load_or_compute, tensor_fingerprint
-from paperlib.data import to_model_range
+from paperlib.data import stratified_subset, to_model_range
 from paperlib.diffusion import ddim_grid, ddim_invert
 from paperlib.models import CDM, model_device
 from paperlib.progress import tqdm
@@ -151,6 +151,25 @@ def _cached_features(model: CDM, model_key: str, images: Tensor, labels: Tensor,
         lambda: {"features": image_features(model, images, labels, alpha_bar, t, layer, num_steps, progress=progress)},
         publish=publish, verbose=False)
     return tensors["features"], float(manifest.get("wall_time_s", float("nan")))
+
+
+def sweep_sample(labels: Tensor, n: int, balanced: bool = True, seed: int = 0) -> Tensor:
+    """Positions of the images the layer x time sweep scores (App. G.1): a class-balanced random sample
+    (:func:`paperlib.data.stratified_subset`) or, with ``balanced=False``, the first ``n`` (what the book's
+    interim CDMs used: chapter 3's images are in index order and our CIFAR-10 copy is ordered by class, so its
+    first images hold few of its classes).
+
+    Args:
+        labels: ``[N]`` labels of the candidate images.
+        n: Sample size (at most ``N`` are taken).
+        balanced: Class-balanced (``True``) or the first ``n``.
+        seed: Seed of the balanced draw.
+
+    Returns:
+        ``[min(n, N)]`` int64 sorted positions into ``labels``.
+    """
+    n = min(check_int("n", n, 1), len(labels))
+    return stratified_subset(labels, n=n, seed=seed) if balanced else torch.arange(n)
 
 
 def layer_time_nmi(

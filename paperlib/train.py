@@ -180,7 +180,8 @@ def _check_resumable(path: Path, meta: dict, cdm_cfg: CDMConfig, cfg: TrainConfi
     if diffs:
         raise ValueError(
             f"cannot resume {path}: it was made with other settings ({'; '.join(diffs)}). Train with the "
-            f"checkpoint's settings and data, or delete {path.name} and its .json to start afresh."
+            f"checkpoint's settings and data, or delete {path.name} with its .json and shards "
+            f"(paperlib.cache.delete_artifact) to start afresh."
         )
 
 

@@ -364,3 +364,21 @@ def test_read_only_runs_read_published_results_but_never_compute_them(tmp_path, 
     with pytest.raises(cache.PendingRun, match=r"^not computed yet: stage [0-9a-f]{16} is not in artifacts/"):
         cache.load_or_compute("stage", {"a": 2}, make, publish=True)
     assert torch.equal(cache.load_or_compute("stage", {"a": 2}, make, publish=False)[0]["x"], torch.ones(2))
+
+
+def test_shards_stay_under_the_limit_with_many_tensors_and_killed_shards_are_cleared(tmp_path, capsys):
+    from paperlib.cache import load_artifact, main, save_artifact
+
+    g = torch.Generator().manual_seed(3)
+    many = {f"w{i:04d}": torch.randn(60, generator=g) for i in range(3000)}  # headers weigh as much as data
+    head = tmp_path / "abcdef0123456789.safetensors"
+    save_artifact(head, many, {"key": "abcdef0123456789"}, max_bytes=400_000)
+    files = [head, *sorted(tmp_path.glob("abcdef0123456789.part*"))]
+    assert len(files) > 2 and all(p.stat().st_size <= 400_000 for p in files)
+    stale = tmp_path / f".{files[1].name}.tmp"  # a killed save's shard
+    stale.write_bytes(b"partial")
+    save_artifact(head, many, {"key": "abcdef0123456789"}, max_bytes=400_000)
+    assert not stale.exists() and load_artifact(head)[0].keys() == many.keys()
+    # `python -m paperlib.cache migrate` reads shards through their head file, not as artifacts of their own.
+    main(["migrate", str(tmp_path)])
+    assert "0 of 1 artifacts migrated" in capsys.readouterr().out

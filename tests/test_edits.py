@@ -374,12 +374,20 @@ def test_edit_scores_find_a_moved_object_and_keep_it_from_the_background_probes(
     colours = (255 * d.factors["fg_color"]).round().to(torch.uint8)
     moved = torch.where(moved_masks[:, None], colours[:, :, None, None], d.backgrounds)
     run = {"labels": d.labels, "k_star": torch.full((8,), 2), "img.clarid/kstar/w3": moved,
-           "dx.clarid/kstar/w3": torch.ones(8), "df.clarid/kstar/w3": torch.ones(8)}
+           "dx.clarid/kstar/w3": torch.ones(8), "df.clarid/kstar/w3": torch.ones(8),
+           "img.cfg/k0/w3": d.images, "dx.cfg/k0/w3": torch.zeros(8), "df.cfg/k0/w3": torch.zeros(8)}
     probes = {"bg_family": Fixed(torch.nn.functional.one_hot(d.factors["bg_family"], 10).float()),
               "class_from_bg": SeesColour(colours, d.labels)}
     plain = edit_scores(run, d.images, {"oracle": _Oracle()}, 700, d, probes)
     found = edit_scores(run, d.images, {"oracle": _Oracle()}, 700, d, {**probes, "mask": Fixed(
         torch.where(moved_masks, 4.0, -4.0))})
+    # Every edit of an image is measured on the same background (the unmoved output's view also hides the box
+    # where the other edit drew the object).
+    still = found[found.method == "cfg"]
+    assert still.bg_visible.tolist() == found[found.method == "clarid"].bg_visible.tolist()
+    assert still.class_from_bg.eq(0).all() and (still.change_outside == 0).all()
+    assert (found.bg_visible < 1).all()
+    plain, found = plain[plain.method == "clarid"], found[found.method == "clarid"]
     outside_box = (moved_masks & ~edits_box(d.masks)).flatten(1).any(1)
     assert outside_box.all()  # every moved object shows outside the input's box
     # The input's mask alone: the moved silhouette is read as background, and as background change.
@@ -397,3 +405,10 @@ def edits_box(masks):
     from paperlib.factors import BOX_MARGIN
 
     return foreground_box_mask(masks, BOX_MARGIN)
+
+
+def test_verdict_words_read_as_english():
+    words = edits.verdict_words({"span": "wins", "lowfreq": "unmatched", "isotropic": "ties", "x": "mixed",
+                                 "y": "loses"})
+    assert words == ("wins against `span`, cannot be compared with `lowfreq` (their distances to the input never "
+                     "overlap), ties with `isotropic`, both wins and loses against `x`, loses against `y`")

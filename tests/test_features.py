@@ -275,3 +275,17 @@ def test_nmi_answer_and_no_negative_zero():
     tie.loc["k16", "NMI"] = tie.loc["clarid", "NMI"]
     g = nmi_glue_values("", {"x": tie}, {"x": {**boot, "k16": boot["clarid"]}})
     assert g["gap_x_clarid_best_k"] == "+0.000 to +0.000"
+
+
+def test_sweep_sample_is_balanced_or_the_first_images():
+    labels = torch.arange(10).repeat_interleave(50)  # ordered by class, as our CIFAR-10 copy
+    first = features.sweep_sample(labels, 120, balanced=False)
+    assert torch.equal(first, torch.arange(120)) and len(labels[first].unique()) == 3
+    pos = features.sweep_sample(labels, 120, seed=1)
+    counts = torch.bincount(labels[pos], minlength=10)
+    assert len(pos) == 120 and (counts == 12).all() and torch.equal(pos, pos.sort().values)
+    assert torch.equal(pos, features.sweep_sample(labels, 120, seed=1))  # seeded
+    assert not torch.equal(pos, features.sweep_sample(labels, 120, seed=2))
+    assert len(features.sweep_sample(labels, 10_000)) == 500  # at most all of them
+    with pytest.raises(ValueError):
+        features.sweep_sample(labels, 0)
