@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -139,12 +140,25 @@ def _ipc_kernel_manager() -> type:
     return IPCKernelManager
 
 
-def execute_notebook(path: Path, profile: str, log_output: bool = False, read_only: bool = False
-                     ) -> tuple[Path, float]:
+def parameters_for(path: Path, profile: str, overrides: Mapping[str, Any] | None = None) -> dict:
+    """The parameters papermill injects into notebook ``path``: :func:`profile_parameters`, updated by the
+    ``overrides`` that its ``parameters`` cell declares (the others are not meant for it)."""
+    import papermill as pm
+
+    params = profile_parameters(profile, path.stem)
+    if overrides:
+        declared = pm.inspect_notebook(str(path))
+        params.update({k: v for k, v in overrides.items() if k in declared})
+    return params
+
+
+def execute_notebook(path: Path, profile: str, log_output: bool = False, read_only: bool = False,
+                     overrides: Mapping[str, Any] | None = None) -> tuple[Path, float]:
     """Execute one notebook with papermill; returns the executed copy and its wall time in seconds.
 
     The kernel runs in :func:`book_environment`: its logging goes to :func:`log_path`, not to the page; it
     talks over IPC sockets (:func:`_ipc_kernel_manager`), so parallel runs never race for a port.
+    ``overrides``: parameters set beyond the profile's (:func:`parameters_for`).
     """
     import papermill as pm
 
@@ -156,7 +170,7 @@ def execute_notebook(path: Path, profile: str, log_output: bool = False, read_on
     start = time.perf_counter()
     with book_environment(log_file, read_only):
         pm.execute_notebook(
-            str(path), str(out), parameters=profile_parameters(profile, path.stem), kernel_name="python3",
+            str(path), str(out), parameters=parameters_for(path, profile, overrides), kernel_name="python3",
             cwd=str(NOTEBOOK_DIR), log_output=log_output, progress_bar=False,
             kernel_manager_class=_ipc_kernel_manager(),
         )
@@ -217,8 +231,8 @@ def skipped(profile: str) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _execute_chapter(nb: Path, profile: str, log_output: bool, read_only: bool, threads: int | None = None
-                     ) -> tuple[str, float | None, str | None]:
+def _execute_chapter(nb: Path, profile: str, log_output: bool, read_only: bool, threads: int | None = None,
+                     overrides: Mapping[str, Any] | None = None) -> tuple[str, float | None, str | None]:
     """Execute one notebook for :func:`execute`: ``("ok", seconds, None)``, or ``("left out", None, why)`` when
     it fails only for unavailable data or pending results (its executed copy is removed). Any other error is
     raised, or, in a worker process (``threads`` given), returned as ``("error", None, traceback)``."""
@@ -229,7 +243,7 @@ def _execute_chapter(nb: Path, profile: str, log_output: bool, read_only: bool, 
     if threads is not None:  # a worker of a parallel run: its kernels share the cores with the other's
         os.environ.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
     try:
-        _, seconds = execute_notebook(nb, profile, log_output, read_only)
+        _, seconds = execute_notebook(nb, profile, log_output, read_only, overrides)
     except Exception as exc:
         if isinstance(exc, PapermillExecutionError) and (
                 DATA_UNAVAILABLE in str(exc.evalue) or PENDING in str(exc.evalue)):
@@ -242,7 +256,7 @@ def _execute_chapter(nb: Path, profile: str, log_output: bool, read_only: bool, 
 
 
 def execute(profile: str, names: list[str] | None = None, log_output: bool = False, read_only: bool = False,
-            jobs: int = 1) -> dict[str, float]:
+            jobs: int = 1, overrides: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Execute the notebooks (all, or those whose stem is in ``names``); records their wall times.
 
     A notebook that fails only because CIFAR-10 is unavailable (no ``$PAPERLIB_DATA``, no ``../shared``, no
@@ -257,6 +271,8 @@ def execute(profile: str, names: list[str] | None = None, log_output: bool = Fal
         jobs: Chapters executed at once (processes; each kernel gets ``cpu_count // jobs`` threads). Only
             with ``read_only``: computing chapters depend on the ones before (chapter 3 reads chapter 2's
             ``t*``), reading ones do not.
+        overrides: Parameters set beyond the profile's, in every notebook that declares them (e.g.
+            ``{"DATASETS": ["shapes"]}`` reruns one dataset's chain).
 
     Raises:
         ValueError: ``jobs > 1`` without ``read_only``, or ``jobs < 1``.
@@ -297,14 +313,14 @@ def execute(profile: str, names: list[str] | None = None, log_output: bool = Fal
         threads = max(1, (os.cpu_count() or 1) // jobs)
         print(f"[{profile}] executing {len(chapters)} chapters, {jobs} at a time ...", flush=True)
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_execute_chapter, nb, profile, log_output, read_only, threads)
+            futures = [pool.submit(_execute_chapter, nb, profile, log_output, read_only, threads, overrides)
                        for nb in chapters]
             for nb, future in zip(chapters, futures):  # reported in reading order
                 report(nb, future.result())
         chapters = []
     for nb in [*chapters, *summaries]:
         print(f"[{profile}] executing {nb.name} ...", flush=True)
-        report(nb, _execute_chapter(nb, profile, log_output, read_only))
+        report(nb, _execute_chapter(nb, profile, log_output, read_only, overrides=overrides))
     timings_path.parent.mkdir(parents=True, exist_ok=True)
     timings_path.write_text(json.dumps(timings, indent=2) + "\n")
     _skipped_path(profile).write_text(json.dumps(left_out, indent=2) + "\n")
@@ -740,9 +756,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="read published results, never compute them (a chapter missing some is left out)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="chapters executed at once (with --read-only only; make book uses the CPU count)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="parameters beyond the profile's, VALUE in YAML, for every notebook that declares "
+                             "NAME, e.g. --set 'DATASETS=[shapes]'")
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            parser.error(f"--set takes NAME=VALUE, got {item!r}")
+        overrides[name] = yaml.safe_load(value)
     if args.command in ("execute", "all"):
-        execute(args.profile, args.only, args.log_output, args.read_only, args.jobs)
+        execute(args.profile, args.only, args.log_output, args.read_only, args.jobs, overrides)
     if args.command in ("build", "all"):
         build(args.profile, args.strict)
     if args.command == "check":

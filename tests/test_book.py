@@ -419,3 +419,34 @@ def tempfile_prefix() -> str:
     from pathlib import Path
 
     return str(Path(tempfile.gettempdir()) / "paperlib-kernel-")
+
+
+def test_overrides_reach_only_the_notebooks_that_declare_them(monkeypatch, tmp_path):
+    import nbformat
+    import pytest
+
+    from paperlib import book
+
+    nbdir, profiles = tmp_path / "notebooks", tmp_path / "profiles"
+    nbdir.mkdir(), profiles.mkdir()
+    (profiles / "x.yaml").write_text("_all:\n  PROFILE: x\n01_a:\n  DATASETS: [a, b]\n")
+    out = tmp_path / "seen"
+    for stem, declared in (("01_a", 'DATASETS = ["a"]'), ("00_summary", "")):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(f'PROFILE = "x"\n{declared}', metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(f"import pathlib\npathlib.Path({str(out)!r}, {stem!r}).write_text("
+                                              "repr(sorted(k for k in dir() if k.isupper())) + "
+                                              "repr(globals().get('DATASETS')))")]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, nbdir / f"{stem}.ipynb")
+    out.mkdir()
+    monkeypatch.setattr(book, "NOTEBOOK_DIR", nbdir)
+    monkeypatch.setattr(book, "PROFILE_DIR", profiles)
+    monkeypatch.setattr(book, "BUILD_DIR", tmp_path / "_build")
+    assert book.parameters_for(nbdir / "01_a.ipynb", "x", {"DATASETS": ["b"], "OTHER": 1}) == {
+        "PROFILE": "x", "DATASETS": ["b"]}
+    book.main(["execute", "--profile", "x", "--set", "DATASETS=[b]", "OTHER=2"])
+    assert (out / "01_a").read_text() == "['DATASETS', 'PROFILE']['b']"
+    assert (out / "00_summary").read_text() == "['PROFILE']None"  # not declared there: not injected
+    with pytest.raises(SystemExit):
+        book.main(["execute", "--profile", "x", "--set", "DATASETS"])
