@@ -475,6 +475,9 @@ def glued(path: Path) -> dict[str, str]:
 _UNAVAILABLE: dict[str, str] = {}
 """Datasets the running notebook left out (name -> why), set by :func:`use_datasets`."""
 
+_SELECTED: list[str] = []
+"""The datasets the running notebook was asked for (its ``DATASETS``), set by :func:`use_datasets`."""
+
 
 def use_datasets(names: list[str]) -> list[str]:
     """The datasets of ``names`` whose data is here; the others are left out of this notebook, loudly.
@@ -492,6 +495,7 @@ def use_datasets(names: list[str]) -> list[str]:
     if not names or any(n not in DATASETS for n in names):
         raise ValueError(f"datasets must be a non-empty list drawn from {DATASETS}, got {names!r}")
     _UNAVAILABLE.clear()
+    _SELECTED[:] = list(names)
     for name in names:
         why = dataset_unavailable(name)
         if why is not None:
@@ -544,7 +548,8 @@ def _glue_missing_twins(name: str, figure: bool) -> None:
 
 def glue_not_available(*names: str, figure: bool = False) -> None:
     """Glue the "not available" note under each of ``names``: values that only the datasets
-    :func:`use_datasets` left out would give (a CIFAR-10-only table), so the prose citing them still builds.
+    :func:`use_datasets` left out would give (a CIFAR-10-only table), so the prose citing them still builds;
+    also for a run asked for fewer of the book's datasets (``--set 'DATASETS=[shapes]'``).
 
     Raises:
         ValueError: if no dataset was left out (then the values must be computed, not noted).
@@ -552,11 +557,18 @@ def glue_not_available(*names: str, figure: bool = False) -> None:
     from IPython.display import Markdown
     from myst_nb import glue
 
-    if not _UNAVAILABLE:
+    from paperlib.data import TRAINED_DATASETS
+
+    not_run = [d for d in TRAINED_DATASETS if _SELECTED and d not in _SELECTED and d not in _UNAVAILABLE]
+    if not _UNAVAILABLE and not not_run:
         raise ValueError(f"every dataset is available: compute {names} instead of noting them")
-    missing = ", ".join(_UNAVAILABLE)
-    text = (f"*(Not built: {missing} data was not available when this chapter ran; see Reproducibility.)*"
-            if figure else f"*n/a (no {missing} data)*")
+    if _UNAVAILABLE:
+        missing = ", ".join(_UNAVAILABLE)
+        text = (f"*(Not built: {missing} data was not available when this chapter ran; see Reproducibility.)*"
+                if figure else f"*n/a (no {missing} data)*")
+    else:
+        missing = ", ".join(not_run)
+        text = f"*(Not built: this run left out {missing}.)*" if figure else f"*n/a ({missing} not run)*"
     for name in names:
         glue(name, Markdown(text), display=False)
 

@@ -68,9 +68,15 @@ def test_glue_not_available_notes_values_only_missing_datasets_give(monkeypatch,
 
     glued = {}
     monkeypatch.setattr("myst_nb.glue", lambda name, value, display=True: glued.__setitem__(name, value))
-    assert book.use_datasets(["shapes"]) == ["shapes"]
+    monkeypatch.setattr("paperlib.data.dataset_unavailable", lambda name: None)
+    assert book.use_datasets(["shapes", "cifar10"]) == ["shapes", "cifar10"]
     with pytest.raises(ValueError, match="every dataset is available"):
         book.glue_not_available("table_ablation_class")
+    assert book.use_datasets(["shapes"]) == ["shapes"]  # a run of one dataset (--set 'DATASETS=[shapes]')
+    book.glue_not_available("kept_inputs_cifar10")
+    assert glued.pop("kept_inputs_cifar10").data == "*n/a (cifar10 not run)*"
+    monkeypatch.undo()
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display=True: glued.__setitem__(name, value))
     _offline_without_data(monkeypatch, tmp_path)
     book.use_datasets(["shapes", "cifar10"])
     book.glue_not_available("n_ablation_class", "verdict_ablation_cifar10")
