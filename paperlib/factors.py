@@ -154,23 +154,6 @@ def object_boxes(*masks: Tensor, margin: int = BOX_MARGIN) -> Tensor:
     return torch.stack([foreground_box_mask(m, margin) for m in masks]).any(0)
 
 
-def background_view(images: Tensor, *masks: Tensor, margin: int = BOX_MARGIN, fill: int = 128) -> Tensor:
-    """:func:`paperlib.data.background_only` over several objects: each mask's box (grown by ``margin``) is
-    greyed out, e.g. the input's object and the objects the edits of it drew elsewhere, so that no silhouette
-    reaches a background probe.
-
-    Args:
-        images: ``[N, 3, H, W]`` uint8.
-        *masks: ``[N, H, W]`` bool masks, at least one.
-        margin: Box growth in pixels.
-        fill: Grey level.
-
-    Returns:
-        ``[N, 3, H, W]`` uint8, a new tensor.
-    """
-    return images.masked_fill(object_boxes(*masks, margin=margin)[:, None], fill)
-
-
 class SharedBackground:
     """The background every method's output of an image is measured on: outside the input's object and the
     object each output shows (found by a :func:`train_mask_probe` probe), the same region for every method, so
@@ -194,7 +177,7 @@ class SharedBackground:
         self.found = {k: object_masks(probe, v) for k, v in outputs.items()} if probe is not None else {}
         masks = [input_masks, *self.found.values()]
         self.objects = torch.stack(masks).any(0)
-        self.boxes = object_boxes(*masks)
+        self.boxes = object_boxes(*masks)  # each object's box: not the one box around all of them
         self.visible = 1 - self.boxes.float().mean((1, 2))
 
     def view(self, images: Tensor, fill: int = 128) -> Tensor:

@@ -270,8 +270,8 @@ def test_display_tables_round_once_and_show_undefined_as_a_dash():
     assert d.loc[("CIFAR-10", "base"), "class kept, CLARID"] == "0.53 ± 0.04"
 
 
-def test_mask_iou_largest_component_and_background_view_are_exact():
-    from paperlib.factors import background_view, largest_component, mask_iou
+def test_mask_iou_largest_component_and_object_boxes_are_exact():
+    from paperlib.factors import largest_component, mask_iou, object_boxes
 
     a = torch.zeros(3, 6, 6, dtype=torch.bool)
     a[0, 1:3, 1:3] = True  # 4 pixels
@@ -288,7 +288,7 @@ def test_mask_iou_largest_component_and_background_view_are_exact():
     images = torch.full((3, 3, 6, 6), 7, dtype=torch.uint8)
     other = torch.zeros_like(a)
     other[0, 5, 5] = True
-    view = background_view(images, a, other, margin=0, fill=128)
+    view = images.masked_fill(object_boxes(a, other, margin=0)[:, None], 128)
     grey = view[:, 0] == 128
     assert torch.equal(grey[0], a[0] | other[0])  # both objects' boxes, not the box around both
     assert grey[1].sum() == 5 * 6  # the stray pixel widens its own mask's box
