@@ -22,7 +22,7 @@ import math
 import time
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -763,6 +763,93 @@ def regime_sentence(regime: pd.DataFrame, dataset: str) -> str:
     return (f"On {name}, no cell of the map qualifies: of {len(regime)} cells, {n_cls} lose the class against "
             f"pure CFG at the same guidance, {n_id} lose the input's identity and {n_ctrl} do no better than a "
             f"matched control at the same distance.")
+
+
+def t_star_sensitivity(scores: pd.DataFrame, w: float, plateau: Sequence[int], main_t_star: int,
+                       regime: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The chapter's verdicts at every ``t*`` of the map, flagged on or off chapter 2's plateau (issue 13,
+    item 4).
+
+    Chapter 2 picks ``t*`` as the earliest switch time on the plateau of fully conditional sampling
+    (:func:`paperlib.selection.plateau_t_star`); any later switch time on it is as defensible, and other rules
+    (a tolerance, the knee) pick earlier ones. For each ``t*`` of the map: CLARID's class kept and PSNR at
+    ``k*``, its equal-distance verdict against each control (:func:`matched_comparison`,
+    :func:`equal_distance_verdict`) in class kept and, where ``class_from_bg_own`` exists (shapes), in the class
+    read from own backgrounds (lower is better), and the cells of its row of the map where it edits
+    (:func:`edit_regime`).
+
+    Args:
+        scores: :func:`edit_scores` of the map.
+        w: The map's guidance scale.
+        plateau: Chapter 2's plateau (switch times).
+        main_t_star: Chapter 2's ``t*`` (flagged ``chosen``).
+        regime: :func:`edit_regime` of ``scores`` (computed when ``None``).
+
+    Returns:
+        One row per ``t*`` of the map (index ``t*``, increasing): ``chosen``, ``on plateau``, ``class kept``,
+        ``psnr``, ``class kept vs <control>`` per control, ``background vs <control>`` (shapes), ``edits``
+        (``"1 of 6"``) and ``regime`` (``"holds"`` when some cell of the row edits, else ``"does not"``).
+    """
+    regime = edit_regime(scores, w) if regime is None else regime
+    bg = "class_from_bg_own" in scores and scores["class_from_bg_own"].notna().any()
+    on = {int(x) for x in plateau}
+    rows = []
+    for t in sorted(int(x) for x in scores.t_star.unique()):
+        mine = scores[(scores.t_star == t) & (scores.method == "clarid") & (scores.k == K_STAR)
+                      & (scores.w == w)]
+        row = {"t*": t, "chosen": t == main_t_star, "on plateau": t in on, "class kept": mine.correct.mean(),
+               "psnr": mine.psnr.mean()}
+        for ctrl, v in equal_distance_verdict(matched_comparison(scores, t, w)).items():
+            row[f"class kept vs {ctrl}"] = v
+        if bg:
+            table = matched_comparison(scores, t, w, metric="class_from_bg_own")
+            for ctrl, v in equal_distance_verdict(table, higher_is_better=False).items():
+                row[f"background vs {ctrl}"] = v
+        cells = regime[regime.t_star == t]
+        row["edits"] = f"{int(cells.edits.sum())} of {len(cells)}"
+        row["regime"] = "holds" if bool(cells.edits.any()) else "does not"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("t*")
+
+
+def _verdict_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if " vs " in c or c == "regime"]
+
+
+def sensitivity_sentence(table: pd.DataFrame, plateau: Sequence[int], dataset: str) -> str:
+    """Sentences from :func:`t_star_sensitivity`: whether the verdicts stay the same across the plateau's
+    rows of the map, and which differ from chapter 2's ``t*`` off it."""
+    name = DATASET_NAMES.get(dataset, dataset)
+    cols = _verdict_columns(table)
+    rows = table[table["on plateau"]]
+    ran = [int(t) for t in rows.index]
+    absent = [int(t) for t in plateau if int(t) not in ran]
+    head = f"On {name}, chapter 2's plateau is t_c = {', '.join(str(t) for t in plateau)}"
+    if absent:
+        head += f" (not in the map: {', '.join(map(str, absent))})"
+    if len(ran) < 2:
+        which = f"only t* = {ran[0]}" if ran else "no t* of it"
+        out = f"{head}; the map holds {which}, so it cannot show how the verdicts move within the plateau."
+    else:
+        moved = [c for c in cols if rows[c].nunique() > 1]
+        at = ", ".join(map(str, ran))
+        if not moved:
+            out = (f"{head}: at t* = {at} every equal-distance verdict against the controls and the regime "
+                   f"verdict are the same, so the choice of t* within the plateau does not change them.")
+        else:
+            parts = "; ".join(f"{c}: " + ", ".join(f"{v} at {t}" for t, v in rows[c].items()) for c in moved)
+            out = (f"{head}: at t* = {at}, {len(moved)} of {len(cols)} verdicts change with t* ({parts}), so "
+                   f"they depend on where in the plateau t* is taken.")
+    chosen = table[table.chosen]
+    off = table[~table["on plateau"]]
+    if len(chosen) and len(off):
+        ref = chosen.iloc[0]
+        differ = [c for c in cols if (off[c] != ref[c]).any()]
+        where = ", ".join(map(str, off.index))
+        out += (f" Off the plateau (t* = {where}), " + (
+            f"{len(differ)} of {len(cols)} verdicts differ from those at t* = {chosen.index[0]}: "
+            f"{', '.join(differ)}." if differ else f"every verdict is the one at t* = {chosen.index[0]}."))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ Two-stage sampling runs the CDM unconditionally from ``T`` down to a switch time
 below it. The later the condition comes in (the smaller ``t_c``), the less of the image it can still decide,
 so the classifiers' accuracy on the samples rises with ``t_c`` and saturates; ``t*`` is the saturation point.
 The paper gives no rule for it; the book's (:func:`plateau_t_star` [O]) takes the earliest ``t_c`` whose paired
-gap to fully conditional sampling, and every later one's, is within ``z`` standard errors, and shows beside it a
-fixed tolerance (:func:`choose_t_star`: the first ``t_c`` within ``delta`` of the maximum) and the Kneedle knee.
+gap to fully conditional sampling, and every later one's, lies within a margin with one-sided confidence
+(``gap + z se <= margin``), and shows beside it a fixed tolerance on the point estimates
+(:func:`choose_t_star`: the first ``t_c`` within ``delta`` of the maximum) and the Kneedle knee.
 
 Chapters run in order; a value one chapter chooses (``t*``, the feature layer and time) is recorded with
 :func:`record_choice` and read by the next with :func:`load_choice`. The full profile keeps them in the
@@ -212,28 +213,37 @@ def choose_t_star(t: Sequence[int], accuracy: Sequence[float], delta: float = 0.
             "knee": None if knee is None else int(knee)}
 
 
-def plateau_t_star(per_sample: dict[int, Tensor], z: float = 2.0, reference: int | None = None) -> dict:
-    """``t*`` as the earliest switch time not significantly below the fully conditional end (ours, issue 13).
+def plateau_t_star(per_sample: dict[int, Tensor], z: float = 2.0, reference: int | None = None,
+                   margin: float | None = None) -> dict:
+    """``t*`` as the earliest switch time on the plateau of fully conditional sampling (ours, issue 13).
 
     Two-stage samples share their initial noise across switch times, so the accuracy gap between ``t_c`` and
-    the reference is a *paired* difference over samples: ``d_j = correct_j(ref) - correct_j(t_c)``. ``t_c`` is
-    on the plateau when ``mean(d) <= z * se(d)``; ``t*`` is the smallest ``t_c`` such that it and every later
-    switch time are on the plateau. Unlike a fixed tolerance (:func:`choose_t_star`), the rule widens with the
-    noise of the curve instead of letting the noise choose.
+    the reference is a *paired* difference over samples: ``d_j = correct_j(ref) - correct_j(t_c)``. ``t*`` is
+    the smallest ``t_c`` such that it and every later switch time are on the plateau, which is either
+
+    - ``margin = None``: ``mean(d) <= z * se(d)``, the gap is not significant. The noisier the curve, the wider
+      the plateau; but as the samples grow, every remaining rise becomes significant and ``t*`` drifts to
+      ``T`` (inverting to pure noise);
+    - ``margin = m``: ``mean(d) + z * se(d) <= m``, the gap is within ``m`` with one-sided confidence
+      (``z = 2``: about 97.7%), a non-inferiority test. More samples make it converge to the first ``t_c``
+      whose true gap is below ``m``; too few samples move ``t*`` later, never earlier.
 
     Args:
         per_sample: ``{t_c: [N] share of classifiers right on sample j}`` (:func:`book_two_stage_accuracy`'s
             ``table.attrs["per_sample"]``), the same ``N`` samples at every ``t_c``.
-        z: Standard errors of tolerance (2: about a 5% one-sided test per point).
+        z: Standard errors of the test (2: about a 5% two-sided / 2.3% one-sided test per point).
         reference: The plateau's reference switch time (default: the largest, fully conditional sampling).
+        margin: The non-inferiority margin, in accuracy (0.02 = 2 points); ``None``: no margin (see above).
 
     Returns:
         ``{"t_star": int, "plateau": [t_c on the plateau], "gap": {t_c: mean gap}, "se": {t_c: its s.e.},
-        "reference": int, "z": z}``.
+        "upper": {t_c: gap + z se}, "reference": int, "z": z, "margin": margin}``.
 
     Raises:
-        ValueError: If ``per_sample`` is empty or its tensors differ in length.
+        ValueError: If ``per_sample`` is empty or its tensors differ in length, or ``margin`` is negative.
     """
+    if margin is not None and not margin >= 0:
+        raise ValueError(f"margin must be None or >= 0, got {margin!r}")
     if not per_sample:
         raise ValueError("per_sample must hold at least one switch time")
     ts = sorted(per_sample)
@@ -248,14 +258,102 @@ def plateau_t_star(per_sample: dict[int, Tensor], z: float = 2.0, reference: int
         d = (per_sample[ref] - per_sample[t]).double()
         gap[t] = d.mean().item()
         se[t] = (d.std(correction=1) / len(d) ** 0.5).item() if len(d) > 1 else float("nan")
-        on[t] = t == ref or gap[t] <= z * se[t]
+        bound = z * se[t] if margin is None else margin - z * se[t]
+        on[t] = t == ref or gap[t] <= bound
     t_star = ts[-1]
     for t in reversed(ts):
         if not on[t]:
             break
         t_star = t
-    return {"t_star": int(t_star), "plateau": [t for t in ts if on[t]], "gap": gap, "se": se, "reference": int(ref),
-            "z": z}
+    upper = {t: gap[t] + z * se[t] for t in ts}
+    return {"t_star": int(t_star), "plateau": [t for t in ts if on[t]], "gap": gap, "se": se, "upper": upper,
+            "reference": int(ref), "z": z, "margin": margin}
+
+
+def milestone_accuracy(
+    dataset: str,
+    steps: Sequence[int],
+    classifiers: dict[str, nn.Module],
+    profile: str,
+    n_per_class: int,
+    num_steps: int = 50,
+    seed: int = 0,
+    t_c: int = 1000,
+) -> tuple[pd.DataFrame, list[int]]:
+    """How good the book's CDM run of ``dataset`` is after each of ``steps``: the classifiers' accuracy on its
+    fully conditional samples (issue 13, item 5), from :func:`book_two_stage_accuracy` at ``t_c = T``.
+
+    Every checkpoint starts from the same initial noise (``seed``), so the rise from one checkpoint to the
+    next is a paired difference over samples. A checkpoint counts as missing when its weights do not exist
+    (:func:`paperlib.train.load_cdm_at`), or, in a read-only run, when it has not been sampled yet.
+
+    Args:
+        dataset: ``"shapes"`` or ``"cifar10"``.
+        steps: Training steps of the checkpoints (milestones of the book's run).
+        classifiers: ``{name: classifier}`` (chapter 2's).
+        profile: The book's profile; ``"full"`` publishes the samples' predictions.
+        n_per_class: Samples per class.
+        num_steps: DDIM steps.
+        seed: Seed of the initial noise.
+        t_c: The fully conditional switch time (``T``).
+
+    Returns:
+        ``(table, missing)``: one row per checkpoint that exists, in increasing ``steps``, with ``accuracy``
+        (mean over the classifiers), its ``accuracy_se`` over samples, and ``rise`` and ``rise_se``: the paired
+        change since the previous row (NaN in the first); and the ``steps`` that are missing.
+    """
+    from paperlib.cache import PendingRun
+    from paperlib.train import load_cdm_at
+
+    rows, missing, prev = [], [], None
+    for s in sorted(int(x) for x in steps):
+        try:
+            cdm = load_cdm_at(dataset, s, profile)
+            table, _ = book_two_stage_accuracy(cdm, classifiers, profile, [t_c], n_per_class, num_steps, seed,
+                                               progress=False)
+        except (FileNotFoundError, PendingRun):
+            missing.append(s)
+            continue
+        right = table.attrs["per_sample"][t_c].double()
+        n = len(right)
+        row = {"steps": s, "accuracy": right.mean().item(), "accuracy_se": (right.std() / n ** 0.5).item(),
+               "rise": float("nan"), "rise_se": float("nan")}
+        if prev is not None:
+            d = right - prev
+            row.update(rise=d.mean().item(), rise_se=(d.std() / n ** 0.5).item())
+        rows.append(row)
+        prev = right
+    return pd.DataFrame(rows), missing
+
+
+def still_rising(table: pd.DataFrame, z: float = 2.0) -> str:
+    """Verdict on :func:`milestone_accuracy`'s last step: ``"still rising"`` when the last checkpoint's
+    accuracy lies more than ``z`` paired standard errors above the one before, ``"no longer rising clearly"``
+    otherwise, ``"one checkpoint only"`` when there is nothing to compare."""
+    if len(table) < 2:
+        return "one checkpoint only"
+    last = table.iloc[-1]
+    return "still rising" if last.rise > z * last.rise_se else "no longer rising clearly"
+
+
+def milestone_sentence(table: pd.DataFrame, missing: Sequence[int], dataset: str, z: float = 2.0) -> str:
+    """One sentence from :func:`milestone_accuracy`: the accuracy of conditional samples at the first and
+    last checkpoint, the last interval's paired rise and :func:`still_rising`'s verdict."""
+    from paperlib.data import DATASET_NAMES
+
+    name = DATASET_NAMES.get(dataset, dataset)
+    gone = f" (not measured yet: {', '.join(f'{s:,}' for s in missing)} steps)" if missing else ""
+    if table.empty:
+        return f"On {name}, no checkpoint has been measured yet{gone}."
+    first, last = table.iloc[0], table.iloc[-1]
+    text = f"On {name}, conditional samples are recognised {100 * first.accuracy:.1f}% of the time after " \
+           f"{int(first.steps):,} steps"
+    if len(table) > 1:
+        prev = table.iloc[-2]
+        text += (f" and {100 * last.accuracy:.1f}% after {int(last.steps):,}; from {int(prev.steps):,} to "
+                 f"{int(last.steps):,} steps it changed by {100 * last.rise:+.1f} ± {100 * last.rise_se:.1f} "
+                 f"points (paired s.e.): {still_rising(table, z)}")
+    return text + gone + "."
 
 
 def _choices_path(profile: str) -> Path:

@@ -412,3 +412,35 @@ def test_verdict_words_read_as_english():
                                  "y": "loses"})
     assert words == ("wins against `span`, cannot be compared with `lowfreq` (their distances to the input never "
                      "overlap), ties with `isotropic`, both wins and loses against `x`, loses against `y`")
+
+
+def _at_k_star(scores):
+    return scores.assign(k=scores.k.where(scores.method != "clarid", edits.K_STAR))
+
+
+def test_t_star_sensitivity_reports_verdicts_per_t_star_and_their_changes():
+    wins = _cifar_regime_scores(0.93)  # t* = 900: above the control at equal distance
+    tie = _cifar_regime_scores(0.9, control_correct=0.9).assign(t_star=800)  # a tie at 800
+    far = _cifar_regime_scores(0.9, control_correct=0.9).assign(t_star=500)  # off the plateau
+    scores = _at_k_star(pd.concat([wins, tie, far], ignore_index=True))
+    table = edits.t_star_sensitivity(scores, 3.0, [800, 900, 1000], 800)
+    assert table.index.tolist() == [500, 800, 900] and table.chosen.tolist() == [False, True, False]
+    assert table["on plateau"].tolist() == [False, True, True]
+    assert table["class kept vs isotropic"].tolist() == ["ties", "ties", "wins"]
+    assert table.regime.tolist() == ["does not", "does not", "holds"]
+    assert table.edits.tolist() == ["0 of 1", "0 of 1", "1 of 1"]
+    text = edits.sensitivity_sentence(table, [800, 900, 1000], "cifar10")
+    assert "not in the map: 1000" in text and "2 of 2 verdicts change" in text
+    assert "ties at 800, wins at 900" in text
+    assert "Off the plateau (t* = 500), every verdict is the one at t* = 800." in text
+    same = edits.t_star_sensitivity(_at_k_star(pd.concat([wins, wins.assign(t_star=800), far])),
+                                    3.0, [800, 900], 900)
+    text = edits.sensitivity_sentence(same, [800, 900], "cifar10")
+    assert "are the same" in text and "2 of 2 verdicts differ from those at t* = 900" in text
+    one = edits.t_star_sensitivity(_at_k_star(wins), 3.0, [900, 1000], 900)
+    assert "cannot show" in edits.sensitivity_sentence(one, [900, 1000], "cifar10")
+
+
+def test_t_star_sensitivity_reads_the_background_on_shapes():
+    table = edits.t_star_sensitivity(_at_k_star(_regime_scores(0.3)), 3.0, [900], 900)
+    assert table.loc[900, "background vs isotropic"] == "wins"  # less class read from own backgrounds

@@ -1,5 +1,6 @@
 """t* by two-stage sampling, and the hand-over of chosen values between chapters."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -124,6 +125,24 @@ def test_plateau_t_star_uses_paired_standard_errors():
         plateau_t_star({0: torch.ones(3), 100: torch.ones(4)})
     with pytest.raises(ValueError, match="reference"):
         plateau_t_star(per_sample, reference=50)
+def test_plateau_t_star_with_a_margin_does_not_drift_to_t_as_samples_grow():
+    from paperlib.selection import plateau_t_star
+
+    noise = torch.rand(20_000, generator=torch.Generator().manual_seed(1))
+    # a steep rise to t_c = 600, then half a point per 100 steps up to T: a real but tiny rise
+    acc = {t: 0.3 + 0.05 * min(t, 600) / 100 + 0.005 * max(t - 600, 0) / 100 for t in range(0, 1001, 100)}
+    per_sample = {t: (noise < a).double() for t, a in acc.items()}
+    assert plateau_t_star(per_sample)["t_star"] == 1000  # without a margin every rise is significant
+    out = plateau_t_star(per_sample, margin=0.02)
+    assert out["t_star"] == 700 and out["plateau"] == [700, 800, 900, 1000] and out["margin"] == 0.02
+    assert math.isclose(out["upper"][700], out["gap"][700] + 2 * out["se"][700])
+    # fewer samples: the confidence bound widens, so t* moves later, never earlier
+    few = plateau_t_star({t: v[:200] for t, v in per_sample.items()}, margin=0.02)["t_star"]
+    assert 700 < few <= 1000
+    with pytest.raises(ValueError, match="margin"):
+        plateau_t_star(per_sample, margin=-0.01)
+
+
 def test_saturation_verdict():
     t = [0, 500, 1000]
     assert selection.saturation_verdict(t, [0.10, 0.80, 0.81], [0.02, 0.02, 0.02], 500) == "holds"
@@ -134,3 +153,51 @@ def test_saturation_verdict():
         selection.saturation_verdict(t, [0.1, 0.2], [0.01, 0.01], 500)
     with pytest.raises(ValueError, match="increasing"):
         selection.saturation_verdict([0, 1000, 500], [0.1, 0.2, 0.3], [0.0] * 3, 500)
+
+
+def test_milestone_accuracy_pairs_checkpoints_and_reports_missing_ones(monkeypatch):
+    import pandas as pd
+
+    import paperlib.train as train
+    from paperlib.cache import PendingRun
+
+    noise = torch.rand(400, generator=torch.Generator().manual_seed(3))
+    quality = {10: 0.3, 20: 0.5, 40: 0.52}  # the same noise at every checkpoint: paired
+
+    def load_cdm_at(dataset, steps, profile):
+        if steps == 30:
+            raise FileNotFoundError("not trained")
+        if steps == 50:
+            raise PendingRun("not computed yet")
+        return SimpleNamespace(steps=steps)
+
+    def two_stage(cdm, classifiers, profile, t_switches, n_per_class, num_steps, seed, progress):
+        assert list(t_switches) == [1000]
+        table = pd.DataFrame()
+        table.attrs["per_sample"] = {1000: (noise < quality[cdm.steps]).double()}
+        return table, {}
+
+    monkeypatch.setattr(train, "load_cdm_at", load_cdm_at)
+    monkeypatch.setattr(selection, "book_two_stage_accuracy", two_stage)
+    table, missing = selection.milestone_accuracy("shapes", [40, 10, 30, 20, 50], {}, "full", 40)
+    assert table.steps.tolist() == [10, 20, 40] and missing == [30, 50]
+    d = (noise < 0.5).double() - (noise < 0.3).double()
+    assert math.isclose(table.rise[1], d.mean().item()) and math.isnan(table.rise[0])
+    assert math.isclose(table.rise_se[1], (d.std() / 20).item())
+    assert math.isclose(table.accuracy[0], (noise < 0.3).double().mean().item())
+    # 20 -> 40: a 2-point rise over 400 paired samples is about 2.8 s.e.; 10 -> 20 clearly rises
+    assert selection.still_rising(table.iloc[:2]) == "still rising"
+    assert selection.still_rising(table, z=5.0) == "no longer rising clearly"
+    assert selection.still_rising(table.iloc[:1]) == "one checkpoint only"
+
+
+def test_milestone_sentence():
+    import pandas as pd
+
+    table = pd.DataFrame({"steps": [10_000, 20_000], "accuracy": [0.30, 0.50], "accuracy_se": [0.02, 0.02],
+                          "rise": [float("nan"), 0.20], "rise_se": [float("nan"), 0.01]})
+    text = selection.milestone_sentence(table, [40_000], "shapes")
+    assert text == ("On shapes, conditional samples are recognised 30.0% of the time after 10,000 steps and "
+                    "50.0% after 20,000; from 10,000 to 20,000 steps it changed by +20.0 ± 1.0 points (paired "
+                    "s.e.): still rising (not measured yet: 40,000 steps).")
+    assert "no checkpoint" in selection.milestone_sentence(table.iloc[:0], [], "cifar10")
