@@ -816,6 +816,17 @@ def _verdict_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if " vs " in c or c == "regime"]
 
 
+def display_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`t_star_sensitivity` table (or a concatenation of several) for the page: a two-level header that
+    groups ``"<metric> vs <control>"`` columns under their metric, and "—" where a verdict does not apply."""
+    out = table.copy()
+    out.columns = pd.MultiIndex.from_tuples(
+        [(c.split(" vs ")[0] + " vs", c.split(" vs ")[1]) if " vs " in c else (c, "") for c in table.columns])
+    verdicts = [c for c in out.columns if c[1]]
+    out[verdicts] = out[verdicts].astype(object).where(out[verdicts].notna(), "—")
+    return out
+
+
 def sensitivity_sentence(table: pd.DataFrame, plateau: Sequence[int], dataset: str) -> str:
     """Sentences from :func:`t_star_sensitivity`: whether the verdicts stay the same across the plateau's
     rows of the map, and which differ from chapter 2's ``t*`` off it."""

@@ -439,6 +439,11 @@ def test_t_star_sensitivity_reports_verdicts_per_t_star_and_their_changes():
     assert "are the same" in text and "2 of 2 verdicts differ from those at t* = 900" in text
     one = edits.t_star_sensitivity(_at_k_star(wins), 3.0, [900, 1000], 900)
     assert "cannot show" in edits.sensitivity_sentence(one, [900, 1000], "cifar10")
+    shapes = edits.t_star_sensitivity(_at_k_star(_regime_scores(0.3)), 3.0, [900], 900)
+    shown = edits.display_verdicts(pd.concat({"cifar10": one, "shapes": shapes}, names=["dataset"]))
+    assert shown[("class kept vs", "isotropic")].tolist() == ["wins", "ties"]
+    assert shown[("background vs", "isotropic")].tolist() == ["—", "wins"]
+    assert shown[("psnr", "")].dtype == float
 
 
 def test_t_star_sensitivity_reads_the_background_on_shapes():
