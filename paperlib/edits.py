@@ -812,6 +812,11 @@ def t_star_sensitivity(scores: pd.DataFrame, w: float, plateau: Sequence[int], m
     return pd.DataFrame(rows).set_index("t*")
 
 
+def _same(a, b) -> bool:
+    """Equal verdicts, two missing ones included."""
+    return bool(pd.isna(a) and pd.isna(b)) or a == b
+
+
 def _verdict_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if " vs " in c or c == "regime"]
 
@@ -842,20 +847,21 @@ def sensitivity_sentence(table: pd.DataFrame, plateau: Sequence[int], dataset: s
         which = f"only t* = {ran[0]}" if ran else "no t* of it"
         out = f"{head}; the map holds {which}, so it cannot show how the verdicts move within the plateau."
     else:
-        moved = [c for c in cols if rows[c].nunique() > 1]
+        moved = [c for c in cols if rows[c].nunique(dropna=False) > 1]
         at = ", ".join(map(str, ran))
         if not moved:
             out = (f"{head}: at t* = {at} every equal-distance verdict against the controls and the regime "
                    f"verdict are the same, so the choice of t* within the plateau does not change them.")
         else:
-            parts = "; ".join(f"{c}: " + ", ".join(f"{v} at {t}" for t, v in rows[c].items()) for c in moved)
-            out = (f"{head}: at t* = {at}, {len(moved)} of {len(cols)} verdicts change with t* ({parts}), so "
-                   f"they depend on where in the plateau t* is taken.")
+            parts = "; ".join(f"{c}: " + ", ".join(f"{'no verdict' if pd.isna(v) else v} at {t}"
+                                                   for t, v in rows[c].items()) for c in moved)
+            out = (f"{head}: at t* = {at}, {len(moved)} of {len(cols)} verdicts differ ({parts}); each row has "
+                   f"its own test, so a win at one t* and a tie at another can come from similar gaps.")
     chosen = table[table.chosen]
     off = table[~table["on plateau"]]
     if len(chosen) and len(off):
         ref = chosen.iloc[0]
-        differ = [c for c in cols if (off[c] != ref[c]).any()]
+        differ = [c for c in cols if not all(_same(v, ref[c]) for v in off[c])]
         where = ", ".join(map(str, off.index))
         out += (f" Off the plateau (t* = {where}), " + (
             f"{len(differ)} of {len(cols)} verdicts differ from those at t* = {chosen.index[0]}: "

@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from paperlib.cache import dir_lock, load_or_compute, module_fingerprint, remove_stale_tmp, write_durable
-from paperlib.data import from_model_range
+from paperlib.cache import PendingRun, dir_lock, load_or_compute, module_fingerprint, remove_stale_tmp, write_durable
+from paperlib.data import DATASET_NAMES, from_model_range
 from paperlib.diffusion import ddim_grid, two_stage_sample
 from paperlib.metrics import knee_point, saturation_point
-from paperlib.models import CDM, clips_x0, model_device
+from paperlib.models import CDM, NUM_TIMESTEPS, clips_x0, model_device
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
 from paperlib.progress import tqdm
 
@@ -226,7 +226,9 @@ def plateau_t_star(per_sample: dict[int, Tensor], z: float = 2.0, reference: int
       ``T`` (inverting to pure noise);
     - ``margin = m``: ``mean(d) + z * se(d) <= m``, the gap is within ``m`` with one-sided confidence
       (``z = 2``: about 97.7%), a non-inferiority test. More samples make it converge to the first ``t_c``
-      whose true gap is below ``m``; too few samples move ``t*`` later, never earlier.
+      whose true gap is below ``m``; fewer samples usually move ``t*`` later, but each ``t_c`` can still be
+      admitted wrongly (about ``Phi(-z)`` per point under the normal approximation, more for small ``N``,
+      where every paired difference may be 0 and the bound collapses to the gap).
 
     Args:
         per_sample: ``{t_c: [N] share of classifiers right on sample j}`` (:func:`book_two_stage_accuracy`'s
@@ -236,8 +238,9 @@ def plateau_t_star(per_sample: dict[int, Tensor], z: float = 2.0, reference: int
         margin: The non-inferiority margin, in accuracy (0.02 = 2 points); ``None``: no margin (see above).
 
     Returns:
-        ``{"t_star": int, "plateau": [t_c on the plateau], "gap": {t_c: mean gap}, "se": {t_c: its s.e.},
-        "upper": {t_c: gap + z se}, "reference": int, "z": z, "margin": margin}``.
+        ``{"t_star": int, "plateau": [t_c >= t*, all on the plateau], "admitted": [every t_c that passes,
+        also isolated ones below t*], "gap": {t_c: mean gap}, "se": {t_c: its s.e.}, "upper": {t_c: gap +
+        z se}, "reference": int, "z": z, "margin": margin}``.
 
     Raises:
         ValueError: If ``per_sample`` is empty or its tensors differ in length, or ``margin`` is negative.
@@ -266,8 +269,9 @@ def plateau_t_star(per_sample: dict[int, Tensor], z: float = 2.0, reference: int
             break
         t_star = t
     upper = {t: gap[t] + z * se[t] for t in ts}
-    return {"t_star": int(t_star), "plateau": [t for t in ts if on[t]], "gap": gap, "se": se, "upper": upper,
-            "reference": int(ref), "z": z, "margin": margin}
+    return {"t_star": int(t_star), "plateau": [t for t in ts if t >= t_star],
+            "admitted": [t for t in ts if on[t]], "gap": gap, "se": se, "upper": upper, "reference": int(ref),
+            "z": z, "margin": margin}
 
 
 def milestone_accuracy(
@@ -278,14 +282,15 @@ def milestone_accuracy(
     n_per_class: int,
     num_steps: int = 50,
     seed: int = 0,
-    t_c: int = 1000,
+    t_c: int = NUM_TIMESTEPS,
 ) -> tuple[pd.DataFrame, list[int]]:
     """How good the book's CDM run of ``dataset`` is after each of ``steps``: the classifiers' accuracy on its
     fully conditional samples (issue 13, item 5), from :func:`book_two_stage_accuracy` at ``t_c = T``.
 
-    Every checkpoint starts from the same initial noise (``seed``), so the rise from one checkpoint to the
-    next is a paired difference over samples. A checkpoint counts as missing when its weights do not exist
-    (:func:`paperlib.train.load_cdm_at`), or, in a read-only run, when it has not been sampled yet.
+    Every checkpoint starts from the same initial noise (``seed``, :func:`two_stage_predictions`), so the rise
+    from one checkpoint to the next is a paired difference over samples. A checkpoint counts as missing when
+    its weights do not exist (:func:`paperlib.train.load_cdm_at`), or, in a read-only run, when it has not been
+    sampled yet. Accuracy is bounded by the classifiers' own accuracy on real images.
 
     Args:
         dataset: ``"shapes"`` or ``"cifar10"``.
@@ -302,16 +307,17 @@ def milestone_accuracy(
         (mean over the classifiers), its ``accuracy_se`` over samples, and ``rise`` and ``rise_se``: the paired
         change since the previous row (NaN in the first); and the ``steps`` that are missing.
     """
-    from paperlib.cache import PendingRun
-    from paperlib.train import load_cdm_at
+    from paperlib.train import checkpoint_exists, load_cdm_at
 
     rows, missing, prev = [], [], None
-    for s in sorted(int(x) for x in steps):
+    for s in sorted({int(x) for x in steps}):
+        if not checkpoint_exists(dataset, s, profile):
+            missing.append(s)
+            continue
         try:
-            cdm = load_cdm_at(dataset, s, profile)
-            table, _ = book_two_stage_accuracy(cdm, classifiers, profile, [t_c], n_per_class, num_steps, seed,
-                                               progress=False)
-        except (FileNotFoundError, PendingRun):
+            table, _ = book_two_stage_accuracy(load_cdm_at(dataset, s, profile), classifiers, profile, [t_c],
+                                               n_per_class, num_steps, seed, progress=False)
+        except PendingRun:
             missing.append(s)
             continue
         right = table.attrs["per_sample"][t_c].double()
@@ -327,20 +333,19 @@ def milestone_accuracy(
 
 
 def still_rising(table: pd.DataFrame, z: float = 2.0) -> str:
-    """Verdict on :func:`milestone_accuracy`'s last step: ``"still rising"`` when the last checkpoint's
-    accuracy lies more than ``z`` paired standard errors above the one before, ``"no longer rising clearly"``
-    otherwise, ``"one checkpoint only"`` when there is nothing to compare."""
+    """Verdict on :func:`milestone_accuracy`'s last interval: ``"still rising"`` when the last checkpoint's
+    accuracy lies more than ``z`` paired standard errors above the one before, ``"no clear rise"`` otherwise
+    (absence of evidence over that interval, not a plateau), ``"one checkpoint only"`` when there is nothing
+    to compare."""
     if len(table) < 2:
         return "one checkpoint only"
     last = table.iloc[-1]
-    return "still rising" if last.rise > z * last.rise_se else "no longer rising clearly"
+    return "still rising" if last.rise > z * last.rise_se else "no clear rise"
 
 
 def milestone_sentence(table: pd.DataFrame, missing: Sequence[int], dataset: str, z: float = 2.0) -> str:
     """One sentence from :func:`milestone_accuracy`: the accuracy of conditional samples at the first and
     last checkpoint, the last interval's paired rise and :func:`still_rising`'s verdict."""
-    from paperlib.data import DATASET_NAMES
-
     name = DATASET_NAMES.get(dataset, dataset)
     gone = f" (not measured yet: {', '.join(f'{s:,}' for s in missing)} steps)" if missing else ""
     if table.empty:
@@ -352,7 +357,7 @@ def milestone_sentence(table: pd.DataFrame, missing: Sequence[int], dataset: str
         prev = table.iloc[-2]
         text += (f" and {100 * last.accuracy:.1f}% after {int(last.steps):,}; from {int(prev.steps):,} to "
                  f"{int(last.steps):,} steps it changed by {100 * last.rise:+.1f} ± {100 * last.rise_se:.1f} "
-                 f"points (paired s.e.): {still_rising(table, z)}")
+                 f"points (paired s.e.): {still_rising(table, z)} over that interval")
     return text + gone + "."
 
 

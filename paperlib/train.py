@@ -543,6 +543,13 @@ def checkpoint_key(dataset: str, steps: int, profile: str = "full") -> str:
     return f"{recipe.run_key}@{steps}"
 
 
+def checkpoint_exists(dataset: str, steps: int, profile: str = "full") -> bool:
+    """Whether :func:`load_cdm_at` finds the finished or milestone weights of the book's ``dataset`` run after
+    ``steps`` steps (published or in the scratch cache), without loading anything."""
+    recipe = cdm_recipe(dataset, profile, steps)
+    return any(artifact_exists(_paths(recipe, pub)[0]) for pub in (True, False))
+
+
 def load_cdm_at(dataset: str, steps: int, profile: str = "full", checkpoint: str | Path | None = None) -> BookCDM:
     """The book's CDM run of ``dataset`` after ``steps`` steps, for the scaling study (issue 13, item 6):
     :func:`load_run_at` of ``cdm_recipe(dataset, profile, steps)``."""
@@ -565,16 +572,15 @@ def load_run_at(recipe: CDMRecipe, checkpoint: str | Path | None = None) -> Book
         ProvenanceError: The checkpoint belongs to another run or step, or to other data.
     """
     steps, dataset = recipe.train.steps, recipe.data.name
+    finals = [p for p in (_paths(recipe, pub)[0] for pub in (True, False)) if artifact_exists(p)]
+    if checkpoint is None and not finals:
+        raise FileNotFoundError(f"no {dataset} CDM of {steps} steps (key {recipe.key}); train it with "
+                                f"`make train DATASET={dataset} STEPS={steps}` (milestones every {MILESTONE_EVERY})")
     images, labels = load_dataset(recipe.data, "train")
     fp = fingerprint(images, labels)
     if checkpoint is None:
-        for pub in (True, False):
-            final, _ = _paths(recipe, pub)
-            if artifact_exists(final):
-                model, manifest = load_cdm(final, recipe, fp)
-                return BookCDM(model, recipe, manifest, images, labels)
-        raise FileNotFoundError(f"no {dataset} CDM of {steps} steps (key {recipe.key}); train it with "
-                                f"`make train DATASET={dataset} STEPS={steps}` (milestones every {MILESTONE_EVERY})")
+        model, manifest = load_cdm(finals[0], recipe, fp)
+        return BookCDM(model, recipe, manifest, images, labels)
     path = Path(checkpoint)
     tensors, meta = load_artifact(path)
     _check_resumable(path, meta, recipe.cdm, recipe.train, fp)

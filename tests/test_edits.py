@@ -430,13 +430,20 @@ def test_t_star_sensitivity_reports_verdicts_per_t_star_and_their_changes():
     assert table.regime.tolist() == ["does not", "does not", "holds"]
     assert table.edits.tolist() == ["0 of 1", "0 of 1", "1 of 1"]
     text = edits.sensitivity_sentence(table, [800, 900, 1000], "cifar10")
-    assert "not in the map: 1000" in text and "2 of 2 verdicts change" in text
+    assert "not in the map: 1000" in text and "2 of 2 verdicts differ (" in text
     assert "ties at 800, wins at 900" in text
     assert "Off the plateau (t* = 500), every verdict is the one at t* = 800." in text
     same = edits.t_star_sensitivity(_at_k_star(pd.concat([wins, wins.assign(t_star=800), far])),
                                     3.0, [800, 900], 900)
     text = edits.sensitivity_sentence(same, [800, 900], "cifar10")
     assert "are the same" in text and "2 of 2 verdicts differ from those at t* = 900" in text
+    # a verdict missing at one t* and present at another differs; missing at both is the same
+    gaps = pd.DataFrame({"chosen": [True, False, False], "on plateau": [True, True, False],
+                         "background vs span": ["wins", None, None], "regime": ["holds"] * 3},
+                        index=pd.Index([800, 900, 500], name="t*"))
+    text = edits.sensitivity_sentence(gaps, [800, 900], "shapes")
+    assert "background vs span: wins at 800, no verdict at 900" in text
+    assert "1 of 2 verdicts differ from those at t* = 800: background vs span" in text
     one = edits.t_star_sensitivity(_at_k_star(wins), 3.0, [900, 1000], 900)
     assert "cannot show" in edits.sensitivity_sentence(one, [900, 1000], "cifar10")
     shapes = edits.t_star_sensitivity(_at_k_star(_regime_scores(0.3)), 3.0, [900], 900)

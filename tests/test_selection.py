@@ -125,6 +125,8 @@ def test_plateau_t_star_uses_paired_standard_errors():
         plateau_t_star({0: torch.ones(3), 100: torch.ones(4)})
     with pytest.raises(ValueError, match="reference"):
         plateau_t_star(per_sample, reference=50)
+
+
 def test_plateau_t_star_with_a_margin_does_not_drift_to_t_as_samples_grow():
     from paperlib.selection import plateau_t_star
 
@@ -165,8 +167,6 @@ def test_milestone_accuracy_pairs_checkpoints_and_reports_missing_ones(monkeypat
     quality = {10: 0.3, 20: 0.5, 40: 0.52}  # the same noise at every checkpoint: paired
 
     def load_cdm_at(dataset, steps, profile):
-        if steps == 30:
-            raise FileNotFoundError("not trained")
         if steps == 50:
             raise PendingRun("not computed yet")
         return SimpleNamespace(steps=steps)
@@ -178,16 +178,18 @@ def test_milestone_accuracy_pairs_checkpoints_and_reports_missing_ones(monkeypat
         return table, {}
 
     monkeypatch.setattr(train, "load_cdm_at", load_cdm_at)
+    monkeypatch.setattr(train, "checkpoint_exists", lambda dataset, steps, profile: steps != 30)
     monkeypatch.setattr(selection, "book_two_stage_accuracy", two_stage)
-    table, missing = selection.milestone_accuracy("shapes", [40, 10, 30, 20, 50], {}, "full", 40)
+    table, missing = selection.milestone_accuracy("shapes", [40, 10, 30, 20, 50, 20], {}, "full", 40)
     assert table.steps.tolist() == [10, 20, 40] and missing == [30, 50]
     d = (noise < 0.5).double() - (noise < 0.3).double()
     assert math.isclose(table.rise[1], d.mean().item()) and math.isnan(table.rise[0])
     assert math.isclose(table.rise_se[1], (d.std() / 20).item())
     assert math.isclose(table.accuracy[0], (noise < 0.3).double().mean().item())
-    # 20 -> 40: a 2-point rise over 400 paired samples is about 2.8 s.e.; 10 -> 20 clearly rises
-    assert selection.still_rising(table.iloc[:2]) == "still rising"
-    assert selection.still_rising(table, z=5.0) == "no longer rising clearly"
+    # 20 -> 40: a 2-point rise over 400 paired samples is 2.8 s.e. (all paired differences are 0 or 1)
+    assert math.isclose(table.rise[2] / table.rise_se[2], 0.02 / math.sqrt(0.02 * 0.98 / 400), rel_tol=0.2)
+    assert selection.still_rising(table) == "still rising"
+    assert selection.still_rising(table, z=5.0) == "no clear rise"
     assert selection.still_rising(table.iloc[:1]) == "one checkpoint only"
 
 
@@ -199,5 +201,26 @@ def test_milestone_sentence():
     text = selection.milestone_sentence(table, [40_000], "shapes")
     assert text == ("On shapes, conditional samples are recognised 30.0% of the time after 10,000 steps and "
                     "50.0% after 20,000; from 10,000 to 20,000 steps it changed by +20.0 ± 1.0 points (paired "
-                    "s.e.): still rising (not measured yet: 40,000 steps).")
+                    "s.e.): still rising over that interval (not measured yet: 40,000 steps).")
     assert "no checkpoint" in selection.milestone_sentence(table.iloc[:0], [], "cifar10")
+
+
+def test_two_stage_noise_depends_on_the_seed_and_batch_only(monkeypatch):
+    """What makes milestone_accuracy's differences paired: two different CDMs get the same x_T."""
+    seen = []
+
+    def record(model, shape, y, alpha_bar, t_c, null_class, generator, **kwargs):
+        seen.append((id(model), generator, shape))
+        return torch.zeros(shape)
+
+    monkeypatch.setattr(selection, "two_stage_sample", record)
+    ab = alpha_bar(linear_beta_schedule(1000))
+    torch.manual_seed(0)
+    a = ClassConditionalUNet(TINY)
+    torch.manual_seed(1)
+    b = ClassConditionalUNet(TINY)
+    for m in (a, b):
+        selection.two_stage_predictions(m, {"c": Constant(0)}, ab, 1000, 3, 10, seed=4, batch_size=4)
+    first = [(g, s) for i, g, s in seen if i == id(a)]
+    assert first == [(g, s) for i, g, s in seen if i == id(b)] and len(first) == 2
+    assert [g for g, _ in first] == [4 * 100_003, 4 * 100_003 + 1]

@@ -234,3 +234,18 @@ def test_load_run_at_reads_milestones_and_resume_checkpoints(tmp_path, monkeypat
         load_run_at(recipe.with_steps(3), checkpoint=resume)
     with pytest.raises(FileNotFoundError, match="no shapes CDM of 4 steps"):
         load_run_at(recipe.with_steps(4))
+    import paperlib.train as train
+
+    def no_data(*args):
+        raise AssertionError("a missing checkpoint must be reported before the data is loaded")
+
+    monkeypatch.setattr(train, "load_dataset", no_data)
+    with pytest.raises(FileNotFoundError, match="no shapes CDM of 4 steps"):
+        load_run_at(recipe.with_steps(4))
+
+
+def test_checkpoint_exists_finds_the_committed_milestones_only():
+    from paperlib.train import checkpoint_exists
+
+    assert checkpoint_exists("shapes", 10_000, "full") and checkpoint_exists("shapes", 60_000, "full")
+    assert not checkpoint_exists("shapes", 12_345, "full")
