@@ -285,6 +285,12 @@ def test_v2_configs_keep_the_keys_of_the_committed_artifacts():
     for dataset, recipe in BOOK_CLASSIFIER_RECIPE.items():  # every chapter's recipe is defined for its data
         assert all(recipe_config(recipe, dataset, arch).arch == arch for arch in CLASSIFIER_ARCHS)
     assert set(CLASSIFIER_RECIPES["v3"]["cifar10"]) == set(CLASSIFIER_ARCHS)
+    v4 = ARTIFACTS_DIR / "classifier" / "1baf768a81fb74dc.json"  # the committed v4 ResNet judge
+    committed = json.loads(v4.read_text())
+    config = {**recipe_config("v4", "cifar10", "resnet").to_dict(), "num_classes": 10, "image_size": 32,
+              "n_images": 50_000, "data": committed["data"]}
+    assert json.loads(json.dumps(config)) == committed["config"]
+    assert config_key(config, classifiers.CACHE_VERSION) == committed["key"] and 0 < committed["test_accuracy"] < 1
     with pytest.raises(ValueError, match="recipe must be one of"):
         recipe_config("v9", "cifar10", "vit")
     with pytest.raises(ValueError, match="optimizer must be one of"):
