@@ -817,8 +817,14 @@ def _same(a, b) -> bool:
     return bool(pd.isna(a) and pd.isna(b)) or a == b
 
 
+def _versus(column: str) -> tuple[str, str] | None:
+    """``("<metric> vs", "<control>")`` of a ``"<metric> vs <control>"`` verdict column, else ``None``."""
+    metric, sep, control = column.partition(" vs ")
+    return (metric + " vs", control) if sep else None
+
+
 def _verdict_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if " vs " in c or c == "regime"]
+    return [c for c in table.columns if _versus(c) or c == "regime"]
 
 
 def display_verdicts(table: pd.DataFrame) -> pd.DataFrame:
@@ -826,7 +832,7 @@ def display_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     groups ``"<metric> vs <control>"`` columns under their metric, and "—" where a verdict does not apply."""
     out = table.copy()
     out.columns = pd.MultiIndex.from_tuples(
-        [(c.split(" vs ")[0] + " vs", c.split(" vs ")[1]) if " vs " in c else (c, "") for c in table.columns])
+        [_versus(c) or (c, "") for c in table.columns])
     verdicts = [c for c in out.columns if c[1]]
     out[verdicts] = out[verdicts].astype(object).where(out[verdicts].notna(), "—")
     return out

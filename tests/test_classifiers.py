@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 import torch
@@ -267,6 +268,10 @@ def test_v4_is_the_v3_resnet_with_two_blocks_per_stage():
         assert recipe_config("v4", "cifar10", arch) == recipe_config("v3", "cifar10", arch)  # same artifacts
     cfg = recipe_config("v4", "cifar10", "resnet")
     assert cfg.net == "v4" and cfg.epochs == 30 and cfg.optimizer == "sgd"
+    # v5: the v4 ResNet twice as long; the same ConvNeXt and ViT (same keys, same artifacts)
+    assert recipe_config("v5", "cifar10", "resnet") == replace(cfg, epochs=60)
+    for arch in ("convnext", "vit"):
+        assert recipe_config("v5", "cifar10", arch) == recipe_config("v3", "cifar10", arch)
 
 
 def test_v2_configs_keep_the_keys_of_the_committed_artifacts():
