@@ -46,6 +46,7 @@ from paperlib.diffusion import alpha_bar, linear_beta_schedule, q_sample
 from paperlib.models import CDMConfig, ClassConditionalUNet, num_parameters
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
 from paperlib.progress import tqdm
+from paperlib.setup import channels_last
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ def train_cdm(
 
     with torch.random.fork_rng(devices=[]):  # nn.Module init draws from the global generator
         torch.manual_seed(cfg.seed)
-        model = ClassConditionalUNet(cdm_cfg)
+        model = channels_last(ClassConditionalUNet(cdm_cfg))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, losses, wall = 0, [], 0.0
@@ -290,7 +291,7 @@ def train_cdm(
     wall += time.perf_counter() - start
     bar.close()
     save()
-    trained = ema.module.eval().requires_grad_(False)
+    trained = channels_last(ema.module, on=False).eval().requires_grad_(False)
     return TrainResult(trained, np.asarray(losses, dtype=np.float32), step, step >= cfg.steps, wall)
 
 

@@ -4,9 +4,11 @@ import logging
 import warnings
 
 import pytest
+import torch
+from torch import nn
 
 from paperlib.paths import REPO_ROOT, display_path
-from paperlib.setup import LOG_FILE_ENV, route_chatter, setup
+from paperlib.setup import LOG_FILE_ENV, channels_last, route_chatter, setup
 
 
 @pytest.fixture
@@ -54,3 +56,18 @@ def test_display_path(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path))
     assert display_path(tmp_path / "data" / "c.npz") == "~/data/c.npz"
     assert display_path("/srv/build/data/c.npz") == "…/c.npz"
+
+
+def test_channels_last_converts_in_place_and_back_without_changing_the_function():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    x = torch.rand(2, 3, 9, 9)
+    params = list(net.parameters())
+    before = net(x)
+    assert channels_last(net) is net and list(net.parameters()) == params  # same tensors: optimisers stay valid
+    w = net[0].weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-6)
+    channels_last(net, on=False)
+    assert all(p.is_contiguous() for p in net.parameters())
+    torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-6)
