@@ -53,8 +53,8 @@ DMDistill banks (CDM features)               50k + 10k images × ~0.2 s         
 total                                                                                               31
 ==========================================  ====================================================  =======
 
-Training runs in NHWC memory format (:func:`paperlib.setup.channels_last`), which cuts the CPU time of a
-ResNet-20 step to about 0.67× of the NCHW figures above (``bench/channels_last_results.json``).
+Students are built in NHWC memory format (:func:`paperlib.setup.channels_last`), which cuts the CPU time
+of a ResNet-20 step to about 0.67× of the NCHW figures above (``bench/channels_last_results.json``).
 A ResNet-18 × 200 epochs would take about 90 h per Vanilla run here. ResNet-20 reaches about 91% on CIFAR-10
 with such schedules (He et al. 2016: 91.25%, 64k iterations of batch 128); the book's Vanilla must reach ≥ 88% (train
 Vanilla seed 0 first and check its ``test_accuracy``; if it falls short, raise ``epochs``).
@@ -115,7 +115,6 @@ from paperlib.classifiers import accuracy, predict, random_crop_flip
 from paperlib.data import DATASETS, fingerprint, load_dataset, stratified_subset
 from paperlib.distill import DistillWeights, cadistill_loss
 from paperlib.progress import tqdm
-from paperlib.setup import channels_last
 from paperlib.students import Student, StudentConfig, make_student
 from paperlib.teaching import TeachingBank
 from paperlib.train import TrainingIncomplete as _TrainingIncomplete
@@ -538,7 +537,7 @@ def train_student(
     pairing = None if bank is None else Pairing(bank, labels, _pairing_mode(recipe), num_classes)
     checkpoint = None if checkpoint is None else Path(checkpoint)
     init_ss, data_ss = np.random.SeedSequence(recipe.seed).spawn(2)
-    model = channels_last(make_student(recipe.student, num_classes, size, seed=seed_of(init_ss)))
+    model = make_student(recipe.student, num_classes, size, seed=seed_of(init_ss))
     batches = BatchOrder("per_step", seed_of(data_ss), n)
     bs, steps_per_epoch = recipe.batch_size, n // recipe.batch_size
     total, warmup = recipe.epochs * steps_per_epoch, round(recipe.warmup_epochs * steps_per_epoch)
@@ -617,7 +616,7 @@ def train_student(
                    max_seconds=max_seconds, checkpoint_every=recipe.checkpoint_every, on_step=bar.update)
     finally:
         bar.close()
-    channels_last(model, on=False).eval().requires_grad_(False)
+    model.eval().requires_grad_(False)
     return model, history
 
 

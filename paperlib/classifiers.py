@@ -400,7 +400,7 @@ def make_classifier(
     with torch.random.fork_rng(devices=[]):  # timm initialises from the global generator
         torch.manual_seed(seed)
         module = _make_net(arch, num_classes, image_size, net)
-    return Classifier(module, arch, num_classes, image_size, mean, std)
+    return channels_last(Classifier(module, arch, num_classes, image_size, mean, std))
 
 
 @torch.no_grad()
@@ -602,7 +602,6 @@ def train_classifier(
     init_ss, data_ss = np.random.SeedSequence(cfg.seed).spawn(2)
     model = make_classifier(cfg.arch, num_classes, size, mean=cfg.mean, std=cfg.std, net=cfg.net,
                             seed=seed_of(init_ss))
-    channels_last(model)
     batches = BatchOrder(cfg.batch_rng, seed_of(data_ss), n)
     padding = size // 8 if cfg.crop_padding is None else cfg.crop_padding
 
@@ -699,7 +698,7 @@ def train_classifier(
                    max_seconds=max_seconds, on_step=bar.update)
     finally:
         bar.close()
-    channels_last(model, on=False).eval().requires_grad_(False)
+    model.eval().requires_grad_(False)
     return model, history
 
 

@@ -22,6 +22,7 @@ import torch
 from diffusers import UNet2DModel
 from torch import Tensor, nn
 
+from paperlib.setup import channels_last
 from paperlib.validate import check_labels, check_tensor
 
 NUM_TIMESTEPS = 1000
@@ -194,7 +195,7 @@ class ClassConditionalUNet(nn.Module):
         self.cfg = cfg
         self.num_timesteps = int(num_timesteps)
         with torch.random.fork_rng(devices=[]):  # draws from the caller's state, leaves it as it was
-            self.unet = make_unet(cfg)
+            self.unet = channels_last(make_unet(cfg))
 
     @property
     def null_class(self) -> int:

@@ -41,10 +41,13 @@ def channels_last(module: nn.Module, on: bool = True) -> nn.Module:
     stays valid) with its 4-D weights in NHWC memory format (``torch.channels_last``), or back in NCHW
     (``on=False``).
 
-    The book's training loops train in NHWC and hand back NCHW models: a training step of the convolutional
-    networks runs 1.2-1.5x faster on the CPU (``bench/channels_last_results.json``: CPU time 0.67x for the
-    ResNet-20 student, 0.68x for the v4 ResNet judge, 0.84x for the CIFAR-10 UNet, 0.94x for the ConvNeXt).
-    The values are those of NCHW up to the order of floating-point sums, as with another thread count.
+    The book's convolutional networks are built in NHWC (:func:`paperlib.students.make_student`,
+    :func:`paperlib.classifiers.make_classifier`, :class:`paperlib.models.ClassConditionalUNet`; their inputs
+    stay NCHW, the layers follow the weights): a training step runs 1.2-1.5x faster on the CPU
+    (``bench/channels_last_results.json``: CPU time 0.67x NCHW's for the ResNet-20 student, 0.68x for the v4
+    ResNet judge, 0.84x for the CIFAR-10 UNet, 0.94x for the ConvNeXt), a UNet forward pass about 0.8x. The
+    values are those of NCHW up to the order of floating-point sums, as with another thread count; saved
+    weights are NCHW (:func:`paperlib.cache.save_artifact` stores contiguous tensors).
     """
     return module.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 

@@ -28,6 +28,8 @@ import torch
 from timm.models.resnet import BasicBlock, make_blocks
 from torch import Tensor, nn
 
+from paperlib.setup import channels_last
+
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "CifarResNet", "Student", "StudentConfig", "make_student"]
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
@@ -168,4 +170,4 @@ def make_student(cfg: StudentConfig, num_classes: int, image_size: int, seed: in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = CifarResNet(num_classes, cfg.blocks, cfg.widths)
-    return Student(net, cfg, num_classes, image_size)
+    return channels_last(Student(net, cfg, num_classes, image_size))

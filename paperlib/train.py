@@ -46,7 +46,6 @@ from paperlib.diffusion import alpha_bar, linear_beta_schedule, q_sample
 from paperlib.models import CDMConfig, ClassConditionalUNet, num_parameters
 from paperlib.paths import ARTIFACTS_DIR, cache_dir
 from paperlib.progress import tqdm
-from paperlib.setup import channels_last
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +230,7 @@ def train_cdm(
 
     with torch.random.fork_rng(devices=[]):  # nn.Module init draws from the global generator
         torch.manual_seed(cfg.seed)
-        model = channels_last(ClassConditionalUNet(cdm_cfg))
+        model = ClassConditionalUNet(cdm_cfg)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, losses, wall = 0, [], 0.0
@@ -291,7 +290,7 @@ def train_cdm(
     wall += time.perf_counter() - start
     bar.close()
     save()
-    trained = channels_last(ema.module, on=False).eval().requires_grad_(False)
+    trained = ema.module.eval().requires_grad_(False)
     return TrainResult(trained, np.asarray(losses, dtype=np.float32), step, step >= cfg.steps, wall)
 
 
