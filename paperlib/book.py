@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -478,6 +478,23 @@ _UNAVAILABLE: dict[str, str] = {}
 _SELECTED: list[str] = []
 """The datasets the running notebook was asked for (its ``DATASETS``), set by :func:`use_datasets`."""
 
+_PENDING_DATASETS: dict[str, str] = {}
+"""Datasets whose published results the running notebook could not read (name -> the
+:class:`paperlib.cache.PendingRun` message), set by :func:`per_dataset`."""
+
+
+def _left_out() -> dict[str, str]:
+    """Every dataset the running notebook left out: unavailable data, then pending results."""
+    return {**_UNAVAILABLE, **_PENDING_DATASETS}
+
+
+def _missing_note(ds: str, figure: bool) -> str:
+    if ds in _UNAVAILABLE:
+        return (f"*(Not built: {ds} data was not available when this chapter ran; see Reproducibility.)*"
+                if figure else f"*n/a (no {ds} data)*")
+    return (f"*(Not built yet: {ds}'s results for this chapter are not computed; see Reproducibility.)*"
+            if figure else f"*pending ({ds} not computed yet)*")
+
 
 def use_datasets(names: list[str]) -> list[str]:
     """The datasets of ``names`` whose data is here; the others are left out of this notebook, loudly.
@@ -495,6 +512,7 @@ def use_datasets(names: list[str]) -> list[str]:
     if not names or any(n not in DATASETS for n in names):
         raise ValueError(f"datasets must be a non-empty list drawn from {DATASETS}, got {names!r}")
     _UNAVAILABLE.clear()
+    _PENDING_DATASETS.clear()
     _SELECTED[:] = list(names)
     for name in names:
         why = dataset_unavailable(name)
@@ -509,6 +527,56 @@ def use_datasets(names: list[str]) -> list[str]:
                        f"it runs on {', '.join(present)} only, and every value it would give reads *n/a* "
                        "(see Reproducibility).")
     return present
+
+
+def per_dataset(compute: Callable[[str], Any], names: Sequence[str]) -> dict[str, Any]:
+    """``{dataset: compute(dataset)}`` for each of ``names`` whose published results exist; the others are
+    left out of this notebook as *pending*, loudly.
+
+    A chapter whose results wait on CPU time for one dataset (``make book`` reads published results only, and
+    :func:`paperlib.cache.check_may_compute` raises :class:`~paperlib.cache.PendingRun` for a missing one)
+    still shows the datasets that are done: ``compute`` loads a dataset's results before anything of that
+    dataset is glued; a dataset it raises ``PendingRun`` for is noted on the page, and every value glued
+    under a present dataset's name also glues its twin for the pending one as a "pending" note (as
+    :func:`use_datasets` does for missing data). Outside read-only runs ``compute`` computes what is missing.
+
+    Args:
+        compute: Loads (or computes) one dataset's results.
+        names: The chapter's datasets (after :func:`use_datasets`).
+
+    Returns:
+        The results of the datasets that are done, in the order of ``names``.
+
+    Raises:
+        PendingRun: the first dataset's, when no dataset is done (the whole chapter is then pending).
+    """
+    from paperlib.cache import PendingRun
+    from paperlib.data import DATASET_NAMES
+
+    out, first = {}, None
+    for name in names:
+        try:
+            out[name] = compute(name)
+        except PendingRun as exc:
+            _PENDING_DATASETS[name] = str(exc)
+            first = first or exc
+            log.warning("%s left out of this chapter: %s", name, exc)
+    if not out:
+        raise first
+    pending = [n for n in names if n in _PENDING_DATASETS]
+    if pending:
+        words = " and ".join(DATASET_NAMES.get(n, n) for n in pending)
+        shown = ", ".join(DATASET_NAMES.get(n, n) for n in out)
+        first_missing = str(first).removeprefix(f"{PENDING}: ").split(";")[0].replace(" is not in artifacts/", "")
+        _show_markdown(f"**Note:** {words}'s results for this chapter are not computed yet (they wait on CPU "
+                       f"time; the first one missing: `{first_missing}`), so this page shows {shown} only, and "
+                       "every value it would give reads *pending* (see Reproducibility).")
+    return out
+
+
+def pending_datasets() -> list[str]:
+    """The datasets :func:`per_dataset` left out of the running notebook as pending."""
+    return list(_PENDING_DATASETS)
 
 
 def _show_markdown(text: str) -> None:
@@ -529,11 +597,12 @@ def missing_twins(name: str) -> list[tuple[str, str]]:
     from paperlib.data import DATASETS
 
     parts = name.split("_")
-    present = [p for p in parts if p in DATASETS and p not in _UNAVAILABLE]
+    left_out = _left_out()
+    present = [p for p in parts if p in DATASETS and p not in left_out]
     if not present:
         return []
     i = parts.index(present[0])
-    return [("_".join(parts[:i] + [ds] + parts[i + 1:]), ds) for ds in _UNAVAILABLE]
+    return [("_".join(parts[:i] + [ds] + parts[i + 1:]), ds) for ds in left_out]
 
 
 def _glue_missing_twins(name: str, figure: bool) -> None:
@@ -541,15 +610,14 @@ def _glue_missing_twins(name: str, figure: bool) -> None:
     from myst_nb import glue
 
     for twin, ds in missing_twins(name):
-        text = (f"*(Not built: {ds} data was not available when this chapter ran; see Reproducibility.)*"
-                if figure else f"*n/a (no {ds} data)*")
-        glue(twin, Markdown(text), display=False)
+        glue(twin, Markdown(_missing_note(ds, figure)), display=False)
 
 
 def glue_not_available(*names: str, figure: bool = False) -> None:
     """Glue the "not available" note under each of ``names``: values that only the datasets
-    :func:`use_datasets` left out would give (a CIFAR-10-only table), so the prose citing them still builds;
-    also for a run asked for fewer of the book's datasets (``--set 'DATASETS=[shapes]'``).
+    :func:`use_datasets` or :func:`per_dataset` left out would give (a CIFAR-10-only table), so the prose
+    citing them still builds; also for a run asked for fewer of the book's datasets
+    (``--set 'DATASETS=[shapes]'``).
 
     Raises:
         ValueError: if no dataset was left out (then the values must be computed, not noted).
@@ -559,13 +627,12 @@ def glue_not_available(*names: str, figure: bool = False) -> None:
 
     from paperlib.data import TRAINED_DATASETS
 
-    not_run = [d for d in TRAINED_DATASETS if _SELECTED and d not in _SELECTED and d not in _UNAVAILABLE]
-    if not _UNAVAILABLE and not not_run:
+    left_out = _left_out()
+    not_run = [d for d in TRAINED_DATASETS if _SELECTED and d not in _SELECTED and d not in left_out]
+    if not left_out and not not_run:
         raise ValueError(f"every dataset is available: compute {names} instead of noting them")
-    if _UNAVAILABLE:
-        missing = ", ".join(_UNAVAILABLE)
-        text = (f"*(Not built: {missing} data was not available when this chapter ran; see Reproducibility.)*"
-                if figure else f"*n/a (no {missing} data)*")
+    if left_out:
+        text = " ".join(_missing_note(ds, figure) for ds in left_out)
     else:
         missing = ", ".join(not_run)
         text = f"*(Not built: this run left out {missing}.)*" if figure else f"*n/a ({missing} not run)*"

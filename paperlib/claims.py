@@ -283,10 +283,15 @@ def answer(question: str, verdict: str, evidence: str) -> str:
 
 
 def glue_answer(question: str, verdict: str, evidence: str) -> None:
-    """Glue :func:`answer` as ``answer``, shown at the top of the chapter (``{glue:md}`answer:myst```).
-    Returns nothing, so that a cell ending with it shows no output."""
-    from paperlib.book import glue_md
+    """Glue :func:`answer` as ``answer``, shown at the top of the chapter (``{glue:md}`answer:myst```);
+    the evidence names the datasets :func:`paperlib.book.per_dataset` left out as pending. Returns nothing,
+    so that a cell ending with it shows no output."""
+    from paperlib.book import glue_md, pending_datasets
+    from paperlib.data import DATASET_NAMES
 
+    pending = [DATASET_NAMES.get(n, n) for n in pending_datasets()]
+    if pending:
+        evidence = f"{evidence.rstrip().rstrip('.')}; {' and '.join(pending)}: results not computed yet"
     glue_md("answer", answer(question, verdict, evidence))
 
 

@@ -86,6 +86,42 @@ def test_glue_not_available_notes_values_only_missing_datasets_give(monkeypatch,
     assert glued["table_ablation_class"].data.startswith("*(Not built: cifar10 data")
 
 
+def test_per_dataset_shows_the_datasets_that_are_done_and_notes_the_pending_ones(monkeypatch):
+    import pytest
+
+    from paperlib import book
+    from paperlib.cache import PendingRun, check_may_compute
+    from paperlib.claims import glue_answer
+
+    glued = {}
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display=True: glued.__setitem__(name, value))
+    monkeypatch.setattr("paperlib.data.dataset_unavailable", lambda name: None)
+    monkeypatch.setenv("PAPERLIB_READ_ONLY", "1")
+    shown = []
+    monkeypatch.setattr(book, "_show_markdown", shown.append)
+
+    def compute(ds):
+        if ds == "cifar10":
+            check_may_compute("edit_run abc", "make edits DATASET=cifar10")
+        return ds.upper()
+
+    names = book.use_datasets(["shapes", "cifar10"])
+    assert book.per_dataset(compute, names) == {"shapes": "SHAPES"}
+    assert book.pending_datasets() == ["cifar10"] and "`edit_run abc`" in shown[-1]
+    book.glue_md("regime_shapes", "holds")
+    assert glued["regime_cifar10"].data == "*pending (cifar10 not computed yet)*"
+    book.glue_not_available("table_scaling_cifar10", figure=True)
+    assert glued["table_scaling_cifar10"].data.startswith("*(Not built yet: cifar10's results")
+    glue_answer("Does it?", "holds", "On shapes it does.")
+    assert glued["answer"].data.endswith("On shapes it does; CIFAR-10: results not computed yet.")
+    with pytest.raises(PendingRun, match="edit_run abc"):  # nothing done: the chapter is pending
+        book.per_dataset(compute, ["cifar10"])
+    book.use_datasets(["shapes", "cifar10"])  # the next notebook starts afresh
+    assert book.pending_datasets() == [] and book.missing_twins("regime_shapes") == []
+    monkeypatch.delenv("PAPERLIB_READ_ONLY")
+    assert book.per_dataset(compute, names) == {"shapes": "SHAPES", "cifar10": "CIFAR10"}  # computes
+
+
 PAGE = """<html><body><main>
 <div class="cell docutils container"><div class="cell_input"><pre>load("/work/x.npz")</pre></div>
 <div class="cell_output docutils container"><div class="output stream"><pre>{out}</pre></div></div></div>
