@@ -343,6 +343,33 @@ def still_rising(table: pd.DataFrame, z: float = 2.0) -> str:
     return "still rising" if last.rise > z * last.rise_se else "no clear rise"
 
 
+def training_decision(table: pd.DataFrame, book_steps: int, cap: int, z: float = 2.0) -> str:
+    """Whether the book's CDM is final by the training rule (ours): a CDM trains on while its last measured
+    interval still raised the accuracy of its conditional samples (:func:`still_rising`), up to ``cap`` steps.
+
+    Args:
+        table: :func:`milestone_accuracy` of the run, its last row the book's checkpoint.
+        book_steps: The steps of the CDM the chapters use (:data:`paperlib.train.BOOK_STEPS`).
+        cap: :data:`paperlib.train.STEP_CAP` of the dataset.
+        z: Paired standard errors of a clear rise.
+
+    Returns:
+        A phrase: ``"final: no clear rise over its last interval"``, ``"final: at the cap of N steps, though
+        still rising"``, ``"not final: still rising, so it trains on (cap N steps)"``, or ``"undecided: ..."``
+        when the book's checkpoint is not the last one measured or has nothing to compare with.
+    """
+    if table.empty or int(table.steps.iloc[-1]) != int(book_steps):
+        return f"undecided: its {int(book_steps):,}-step checkpoint is not the last one measured"
+    verdict = still_rising(table, z)
+    if verdict == "one checkpoint only":
+        return "undecided: no earlier checkpoint measured"
+    if verdict == "no clear rise":
+        return "final: no clear rise over its last interval"
+    if book_steps >= cap:
+        return f"final: at the cap of {int(cap):,} steps, though still rising"
+    return f"not final: still rising, so it trains on (cap {int(cap):,} steps)"
+
+
 def milestone_sentence(table: pd.DataFrame, missing: Sequence[int], dataset: str, z: float = 2.0) -> str:
     """One sentence from :func:`milestone_accuracy`: the accuracy of conditional samples at the first and
     last checkpoint, the last interval's paired rise and :func:`still_rising`'s verdict."""

@@ -334,6 +334,11 @@ BOOK_STEPS: dict[str, int] = {"shapes": 20_000, "cifar10": 20_000}
 MILESTONE_EVERY = 10_000
 """Full-profile runs keep the EMA model every this many steps (the scaling study of chapter 5)."""
 
+STEP_CAP: dict[str, int] = {"shapes": 120_000, "cifar10": 100_000}
+"""The most steps a book CDM trains (ours: the CPU budget). Below it, a CDM trains on in pieces while its last
+piece still raised the accuracy of its conditional samples by more than two paired standard errors
+(:func:`paperlib.selection.training_decision`, chapter 2)."""
+
 
 PROFILES = ("smoke", "full", "paper")
 """The book's profiles; ``"paper"`` (a GPU machine) uses the full profile's CDMs for shapes and CIFAR-10 and

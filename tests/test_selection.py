@@ -205,6 +205,20 @@ def test_milestone_sentence():
     assert "no checkpoint" in selection.milestone_sentence(table.iloc[:0], [], "cifar10")
 
 
+def test_training_decision_follows_the_last_interval_and_the_cap():
+    import pandas as pd
+
+    table = pd.DataFrame({"steps": [20_000, 40_000], "accuracy": [0.30, 0.50], "accuracy_se": [0.02, 0.02],
+                          "rise": [float("nan"), 0.20], "rise_se": [float("nan"), 0.01]})
+    decide = selection.training_decision
+    assert decide(table, 40_000, 100_000) == "not final: still rising, so it trains on (cap 100,000 steps)"
+    assert decide(table, 40_000, 40_000) == "final: at the cap of 40,000 steps, though still rising"
+    assert decide(table.assign(rise_se=[float("nan"), 0.11]), 40_000, 100_000).startswith("final: no clear")
+    assert decide(table, 60_000, 100_000).startswith("undecided: its 60,000-step")
+    assert decide(table.iloc[1:], 40_000, 100_000) == "undecided: no earlier checkpoint measured"
+    assert decide(table.iloc[:0], 40_000, 100_000).startswith("undecided")
+
+
 def test_two_stage_noise_depends_on_the_seed_and_batch_only(monkeypatch):
     """What makes milestone_accuracy's differences paired: two different CDMs get the same x_T."""
     seen = []
