@@ -824,9 +824,41 @@ def check_book(html_root: Path) -> list[str]:
     return problems
 
 
+def values_report(profile: str, stems: Sequence[str] | None = None) -> str:
+    """Every value the executed notebooks of ``profile`` glued, as Markdown: one section per chapter, scalars
+    and sentences as a list, tables as text blocks (figures left out). For a closing note or a review that
+    quotes the book's numbers as the book computed them, never retyped.
+
+    Args:
+        profile: A profile whose notebooks were executed.
+        stems: Chapters to report (default: every executed one).
+    """
+    folder = source_dir(profile) / "notebooks"
+    paths = sorted(folder.glob(NOTEBOOK_GLOB)) if folder.is_dir() else []
+    chosen = [p for p in paths if stems is None or p.stem in stems]
+    if not chosen:
+        raise FileNotFoundError(f"no executed notebook {list(stems or [])} in {folder}: run `python -m paperlib.book "
+                                f"execute --profile {profile}` first")
+    lines = []
+    for path in chosen:
+        lines += [f"## {path.stem}", ""]
+        tables = []
+        for name, text in glued(path).items():
+            text = text.strip("\n").rstrip()
+            if text.lstrip().startswith(("<Figure", "<matplotlib")):
+                continue
+            if "\n" in text:
+                tables += ["", f"**{name}**", "", "```", text, "```"]
+            else:
+                lines.append(f"- `{name}`: {text}")
+        lines += tables + [""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m paperlib.book", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["execute", "build", "all", "check"])
+    parser.add_argument("command", choices=["execute", "build", "all", "check", "values"],
+                        help="values: print what the executed notebooks glued, as Markdown")
     parser.add_argument("--profile", default="full")
     parser.add_argument("--only", nargs="*", help="notebook stems to execute (default: all)")
     parser.add_argument("--strict", action="store_true", help="-n -W --keep-going: any warning fails")
@@ -849,6 +881,8 @@ def main(argv: list[str] | None = None) -> None:
         execute(args.profile, args.only, args.log_output, args.read_only, args.jobs, overrides)
     if args.command in ("build", "all"):
         build(args.profile, args.strict)
+    if args.command == "values":
+        print(values_report(args.profile, args.only))
     if args.command == "check":
         problems = check_book(html_dir(args.profile))
         for line in problems:

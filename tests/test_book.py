@@ -492,3 +492,28 @@ def test_overrides_reach_only_the_notebooks_that_declare_them(monkeypatch, tmp_p
     assert (out / "00_summary").read_text() == "['PROFILE']None"  # not declared there: not injected
     with pytest.raises(SystemExit):
         book.main(["execute", "--profile", "x", "--set", "DATASETS"])
+
+
+def test_values_report_lists_what_the_executed_notebooks_glued(monkeypatch, tmp_path):
+    import nbformat
+    import pytest
+
+    from paperlib import book
+
+    def output(name, mime, text):
+        return nbformat.v4.new_output("display_data", data={mime: text},
+                                      metadata={"scrapbook": {"name": name, "mime_prefix": ""}})
+
+    cell = nbformat.v4.new_code_cell("glue(...)")
+    cell.outputs = [output("t_star_shapes", "text/markdown", "900"),
+                    output("table_x", "text/plain", "   a\n0  1"),
+                    output("fig_x", "text/plain", "<Figure size 640x480 with 1 Axes>")]
+    folder = tmp_path / "full" / "src" / "notebooks"
+    folder.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), folder / "02_t_star.ipynb")
+    monkeypatch.setattr(book, "BUILD_DIR", tmp_path)
+    text = book.values_report("full")
+    assert text.startswith("## 02_t_star") and "- `t_star_shapes`: 900" in text
+    assert "**table_x**\n\n```\n   a\n0  1\n```" in text and "fig_x" not in text
+    with pytest.raises(FileNotFoundError, match="no executed notebook"):
+        book.values_report("full", ["03_evr_elbow"])
