@@ -372,6 +372,14 @@ MISSING_RESULTS: dict[str, str] = {
 """What a missing result is, in words, by the artifact stage a :class:`paperlib.cache.PendingRun` names."""
 
 
+def missing_result(why: str) -> tuple[str, str]:
+    """``(missing result, command that computes it)`` of a :class:`paperlib.cache.PendingRun` message
+    (``"not computed yet: student ... is not in artifacts/; compute it with `make ...`"``)."""
+    missing = why.removeprefix(f"{PENDING}: ").replace(" is not in artifacts/", "")
+    missing, _, how = missing.partition("; compute it with ")
+    return missing, how
+
+
 def pending_page(stem: str, why: str) -> str:
     """The page (MyST Markdown) that stands in for a chapter whose published results are not computed yet:
     its title, what it reproduces (from the notebook's "Reproduces" box), what is missing, why, and the
@@ -385,8 +393,7 @@ def pending_page(stem: str, why: str) -> str:
     """
     from paperlib.claims import chapter_title
 
-    missing = why.removeprefix(f"{PENDING}: ").replace(" is not in artifacts/", "")
-    missing, _, how = missing.partition("; compute it with ")
+    missing, how = missing_result(why)
     stage = missing.split(" ", 1)[0]
     what = MISSING_RESULTS.get(stage)
     first = f"{what} (`{missing}`)" if what else f"`{missing}`"
@@ -567,9 +574,9 @@ def per_dataset(compute: Callable[[str], Any], names: Sequence[str]) -> dict[str
     if pending:
         words = " and ".join(DATASET_NAMES.get(n, n) for n in pending)
         shown = ", ".join(DATASET_NAMES.get(n, n) for n in out)
-        first_missing = str(first).removeprefix(f"{PENDING}: ").split(";")[0].replace(" is not in artifacts/", "")
         _show_markdown(f"**Note:** {words}'s results for this chapter are not computed yet (they wait on CPU "
-                       f"time; the first one missing: `{first_missing}`), so this page shows {shown} only, and "
+                       f"time; the first one missing: `{missing_result(str(first))[0]}`), so this page shows "
+                       f"{shown} only, and "
                        "every value it would give reads *pending* (see Reproducibility).")
     return out
 
