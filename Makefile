@@ -53,8 +53,8 @@ train: env ## Train a 100-minute piece of a book CDM, resuming where it stopped 
 edits: env ## Chapter 5b's edit runs in resumable chunks (DATASET=shapes|cifar10 N=100 [MAP=1: every t*] [STEPS=s [CHECKPOINT=path]])
 	$(PY) -m paperlib.edits --dataset $(DATASET) --profile full --n $(N) --threads 1 $(if $(MAP),--map) $(if $(STEPS),--steps $(STEPS)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
-classifiers: env ## Train chapter 2's three classifiers of a dataset, in resumable pieces (DATASET=shapes|cifar10 [RECIPE=v3] [MINUTES=150])
-	$(PY) -m paperlib.classifiers --dataset $(DATASET) --profile full --threads 1 $(if $(RECIPE),--recipe $(RECIPE)) $(if $(MINUTES),--max-minutes $(MINUTES))
+classifiers: env ## Train chapter 2's three classifiers of a dataset, in resumable pieces (DATASET=shapes|cifar10 [RECIPE=v5] [ARCH=convnext] [MINUTES=150])
+	$(PY) -m paperlib.classifiers --dataset $(DATASET) --profile full --threads 1 $(if $(RECIPE),--recipe $(RECIPE)) $(if $(ARCH),--arch $(ARCH)) $(if $(MINUTES),--max-minutes $(MINUTES))
 
 students: env ## Train chapter 6's students in resumable pieces (DATASET=shapes|cifar10 METHOD=vanilla|dmdistill|cfgdistill|cadistill [SEEDS="0 1 2"] [MINUTES=150] [ARGS="--pairing matched"])
 	$(PY) -m paperlib.cadistill --dataset $(DATASET) --method $(METHOD) --seed $(or $(SEEDS),0 1 2) --profile full --threads 1 $(if $(MINUTES),--max-minutes $(MINUTES)) $(ARGS)

@@ -199,7 +199,10 @@ def test_classifier_data_decorrelates_shapes_backgrounds():
 
 
 def test_cli_trains_the_book_classifiers_then_loads_them(monkeypatch, capsys):
+    from types import SimpleNamespace
+
     from paperlib.selection import load_choice
+    from paperlib.train import cdm_recipe
 
     classifiers.main(["--dataset", "shapes", "--profile", "smoke", "--epochs", "1", "--threads", "1"])
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "test accuracy" in ln]
@@ -213,6 +216,12 @@ def test_cli_trains_the_book_classifiers_then_loads_them(monkeypatch, capsys):
     monkeypatch.setattr(classifiers, "train_classifier", boom)
     classifiers.main(["--dataset", "shapes", "--profile", "smoke", "--epochs", "1"])
     assert [ln for ln in capsys.readouterr().out.splitlines() if "test accuracy" in ln] == lines
+    classifiers.main(["--dataset", "shapes", "--profile", "smoke", "--epochs", "1", "--arch", "vit"])
+    out = capsys.readouterr().out
+    assert [ln for ln in out.splitlines() if "test accuracy" in ln] == lines[-1:] and "mean of" not in out
+    with pytest.raises(ValueError, match="archs must be a non-empty subset"):
+        classifiers.book_classifiers(SimpleNamespace(recipe=cdm_recipe("shapes", "smoke")), "smoke",
+                                     "shapes", archs=["swin"])
     with pytest.raises(SystemExit):
         classifiers.main(["--dataset", "mnist"])
     with pytest.raises(ValueError, match="recipe 'v3' is defined for"):
@@ -263,15 +272,49 @@ def test_v4_is_the_v3_resnet_with_two_blocks_per_stage():
     assert _first_stage_side(v4) == 32
     assert predict(v4, random_images(2, 32)).shape == (2, 10)
     for arch in ("convnext", "vit"):
-        with pytest.raises(ValueError, match="net 'v4' is a ResNet design"):
+        with pytest.raises(ValueError, match="net 'v4' is a resnet design"):
             make_classifier(arch, 10, 32, net="v4")
         assert recipe_config("v4", "cifar10", arch) == recipe_config("v3", "cifar10", arch)  # same artifacts
     cfg = recipe_config("v4", "cifar10", "resnet")
     assert cfg.net == "v4" and cfg.epochs == 30 and cfg.optimizer == "sgd"
-    # v5: the v4 ResNet twice as long; the same ConvNeXt and ViT (same keys, same artifacts)
+    # v5: the v4 ResNet twice as long, a larger ConvNeXt, the same ViT (same key, same artifact)
     assert recipe_config("v5", "cifar10", "resnet") == replace(cfg, epochs=60)
-    for arch in ("convnext", "vit"):
-        assert recipe_config("v5", "cifar10", arch) == recipe_config("v3", "cifar10", arch)
+    assert recipe_config("v5", "cifar10", "vit") == recipe_config("v3", "cifar10", "vit")
+
+
+def test_v5_convnext_matches_the_v4_resnet_in_size_and_regularises():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    v3, v5 = make_classifier("convnext", 10, 32, net="v3"), make_classifier("convnext", 10, 32, net="v5")
+    resnet = make_classifier("resnet", 10, 32, net="v4")
+    assert [len(s.blocks) for s in v5.net.stages] == [1, 1, 4, 1]
+    assert count(v3) < 0.5 * count(v5) and abs(count(v5) / count(resnet) - 1) < 0.05
+    assert _first_stage_side(v5) == 32
+    with pytest.raises(ValueError, match="net 'v5' is a convnext design"):
+        make_classifier("resnet", 10, 32, net="v5")
+    cfg = recipe_config("v5", "cifar10", "convnext")
+    assert (cfg.net, cfg.drop_path, cfg.epochs) == ("v5", 0.1, 40)
+    # stochastic depth: random in train mode, off in eval mode
+    drop = make_classifier("convnext", 10, 32, net="v5", drop_path=0.5)
+    x = random_images(4, 32).float() / 255
+    with torch.no_grad():
+        drop.train()
+        torch.manual_seed(0)
+        a = drop(x)
+        torch.manual_seed(1)
+        b = drop(x)
+        assert not torch.allclose(a, b)
+        drop.eval()
+        assert torch.equal(drop(x), drop(x))
+    with pytest.raises(ValueError, match="drop_path must be in"):
+        make_classifier("convnext", 10, 32, net="v5", drop_path=1.0)
+    with pytest.raises(ValueError, match="drop_path must be in"):
+        replace(cfg, drop_path=-0.1)
+
+
+def test_drop_path_enters_the_key_only_when_set():
+    cfg = recipe_config("v3", "cifar10", "convnext")
+    assert "drop_path" not in cfg.to_dict()
+    assert replace(cfg, drop_path=0.1).to_dict()["drop_path"] == 0.1
 
 
 def test_v2_configs_keep_the_keys_of_the_committed_artifacts():
